@@ -1,0 +1,84 @@
+"""Latency: wall time of one forward pass, measured, never estimated.
+
+Fixed thread count, warm-up runs, then `repeats` timed runs; the median is the
+objective and p90 is kept beside it. `exclusive()` holds a per-node file lock so two
+measurements on one machine never overlap each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from objectives._measurement import Measurement
+
+LOCK_PATH = Path(tempfile.gettempdir()) / "paretune-measure.lock"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path = LOCK_PATH):
+    """One measurement at a time on this node (all trials on a node share /tmp)."""
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_forward_ms(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    model.eval()
+    timings = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+        for _ in range(repeats):
+            start = time.perf_counter_ns()
+            model(example)
+            timings.append((time.perf_counter_ns() - start) / 1e6)
+    return timings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(
+    model: nn.Module, input_shape: tuple[int, ...], *, threads: int = 1, batch_size: int = 1, warmup: int = 20, repeats: int = 100
+) -> Measurement:
+    example = torch.rand(batch_size, *input_shape)
+    with torch_threads(threads):
+        timings = time_forward_ms(model, example, warmup, repeats)
+    median = statistics.median(timings)
+    return Measurement(
+        median,
+        "ms",
+        "wall-clock",
+        {
+            "p90_ms": percentile(timings, 0.9),
+            "min_ms": min(timings),
+            "repeats": repeats,
+            "threads": threads,
+            "batch_size": batch_size,
+            "pid": os.getpid(),
+        },
+    )

@@ -1,0 +1,42 @@
+"""What a measurement ran on: recorded with every trial."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def node_ip() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - the address is informative only
+        pass
+    return socket.gethostbyname(socket.gethostname())
+
+
+def describe() -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "node_ip": node_ip(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "quantized_engine": torch.backends.quantized.engine,
+    }

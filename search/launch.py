@@ -1,0 +1,188 @@
+"""Launch (or resume) a search: validate everything, then run trials on Ray Tune with an
+Optuna ask/tell searcher writing to the Optuna storage.
+
+Order matters for bad input: the spec, the dataset, the Ray address and the storage
+URL are all checked before Ray starts or the study is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from search import storage as storages
+from search.data import TaskData, load_task
+from search.errors import UsageError
+from search.samplers import make_sampler
+from search.searcher import AskTellSearcher, reconcile_running
+from search.spec import StudySpec
+
+# Tune's default CSV/JSON/TensorBoard loggers cost time per trial and duplicate what
+# the Optuna storage keeps.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# With the loggers off, Tune's end-of-run analysis warns that it found no result files.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+@dataclass
+class LaunchSummary:
+    study_name: str
+    storage_url: str
+    budget: int
+    complete: int
+    failed_this_run: int
+    reconciled: int
+    interrupted: bool
+    wall_seconds: float
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast (exit 2) on an address nothing listens on, instead of Ray's long retry."""
+    if not address or address == "auto":
+        return
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
+
+
+def open_study(spec: StudySpec, url: str | None) -> tuple[optuna.Study, int]:
+    """Create or load the study named after the spec; returns it and the number of
+    trials a dead driver had left RUNNING (now FAIL)."""
+    storage = storages.open_storage(url)
+    exists = storages.study_exists(storage, spec.name)
+    if exists:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        wanted = [optuna.study.StudyDirection[d.upper()] for d in spec.directions]
+        if list(study.directions) != wanted or study.user_attrs.get("objectives", spec.objective_names) != spec.objective_names:
+            raise UsageError(
+                f"study {spec.name!r} exists with objectives {study.user_attrs.get('objectives')}; "
+                "use another name or storage to change objectives"
+            )
+    # A resumed sampler gets a new seed: the old one would re-propose the same
+    # start-up trials that are already in the storage.
+    previous = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name))) if exists else 0
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        directions=spec.directions,
+        sampler=make_sampler(spec, spec.seed + previous),
+        load_if_exists=True,
+    )
+    if not exists:
+        study.set_user_attr("objectives", spec.objective_names)
+        from search.spec import to_toml_dict
+
+        study.set_user_attr("spec", to_toml_dict(spec))
+    return study, reconcile_running(study)
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to `address` or start a local Ray; returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING", configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(**kwargs)
+    return True
+
+
+def run_trials(
+    spec: StudySpec,
+    task: TaskData,
+    study: optuna.Study,
+    *,
+    on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> AskTellSearcher:
+    from ray import tune
+
+    from search.trial import trainable
+
+    budget = spec.budget
+    searcher = AskTellSearcher(
+        study,
+        spec,
+        task.kind,
+        budget=budget.trials,
+        max_failed=budget.max_failed_trials if budget.max_failed_trials is not None else budget.trials,
+        on_told=on_told,
+    )
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+    runnable = tune.with_resources(tune.with_parameters(trainable, task=task, spec=spec), resources)
+    tune_dir = tempfile.mkdtemp(prefix="paretune-tune-")
+    tuner = tune.Tuner(
+        runnable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=-1,  # the searcher decides when the budget is met
+            max_concurrent_trials=budget.concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=tune_dir,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=budget.max_retries),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        searcher.close()
+    return searcher
+
+
+def launch(
+    spec: StudySpec,
+    *,
+    storage_url: str | None = None,
+    address: str | None = None,
+    on_start: Callable[[optuna.Study, int], None] | None = None,
+    on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> LaunchSummary:
+    started = time.perf_counter()
+    task = load_task(spec)
+    check_address(address)
+    study, reconciled = open_study(spec, storage_url)
+    if on_start is not None:
+        on_start(study, reconciled)
+    started_ray = init_ray(address)
+    try:
+        searcher = run_trials(spec, task, study, on_told=on_told)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return LaunchSummary(
+        study_name=spec.name,
+        storage_url=storages.resolve_url(storage_url),
+        budget=spec.budget.trials,
+        complete=complete,
+        failed_this_run=searcher.failed,
+        reconciled=reconciled,
+        interrupted=not searcher.exhausted,
+        wall_seconds=time.perf_counter() - started,
+    )

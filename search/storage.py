@@ -1,0 +1,71 @@
+"""Optuna storage from a URL: the one source of truth for every trial.
+
+- no URL: `$PARETUNE_STORAGE`, else `sqlite:///paretune.db` in the working directory
+- `sqlite:///path.db`: RDB storage with a 30 s lock timeout (a short timeout loses
+  trials to "database is locked" under concurrent writers)
+- any other SQLAlchemy URL (`postgresql://user:pw@host/db`, ...): RDB storage
+- `journal:///path/to/file.log` (or a path ending in .log/.journal): Optuna's
+  JournalStorage file backend, for shared filesystems
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from search.errors import UsageError
+
+DEFAULT_URL = "sqlite:///paretune.db"
+SQLITE_TIMEOUT_S = 30
+
+
+def resolve_url(url: str | None) -> str:
+    return url or os.environ.get("PARETUNE_STORAGE") or DEFAULT_URL
+
+
+def _journal_path(url: str) -> Path | None:
+    if url.startswith("journal://"):
+        return Path(url[len("journal://") :])
+    if "://" not in url and url.endswith((".log", ".journal")):
+        return Path(url)
+    return None
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """Open (creating if needed) the storage; an unusable URL is a UsageError naming it."""
+    url = resolve_url(url)
+    journal = _journal_path(url)
+    try:
+        if journal is not None:
+            if not journal.parent.is_dir():
+                raise UsageError(f"--storage {url}: directory {journal.parent} does not exist")
+            return JournalStorage(JournalFileBackend(str(journal)))
+        if "://" not in url:
+            raise UsageError(f"--storage {url}: not a storage URL (use sqlite:///file.db, postgresql://..., journal:///file.log)")
+        if url.startswith("sqlite:///"):
+            db_path = Path(url[len("sqlite:///") :])
+            if db_path.parent != Path("") and not db_path.parent.is_dir():
+                raise UsageError(f"--storage {url}: directory {db_path.parent} does not exist")
+            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--storage {url}: cannot open storage ({first[:200]})") from None
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def load_study(url: str | None, name: str) -> optuna.Study:
+    storage = open_storage(url)
+    if not study_exists(storage, name):
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        raise UsageError(f"study {name!r} not found in {resolve_url(url)} (studies: {names or 'none'})")
+    return optuna.load_study(study_name=name, storage=storage)

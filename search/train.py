@@ -1,0 +1,77 @@
+"""The training loop every trial, fine-tune and retrain shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from objectives import accuracy
+from search.data import TaskData
+from spaces import regularization, schedule
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def train(
+    model: nn.Module,
+    task: TaskData,
+    params: dict,
+    epochs: int,
+    *,
+    seed: int = 0,
+    lr_scale: float = 1.0,
+    constant_lr: bool = False,
+    on_epoch: Callable[[int, float], None] | None = None,
+    epoch_hooks: tuple = (),
+) -> nn.Module:
+    """Train in place for `epochs`; `on_epoch(epoch, val_accuracy)` after each epoch.
+
+    `lr_scale`/`constant_lr` serve fine-tunes (after pruning, during QAT): a tenth of
+    the learning rate, held constant. `epoch_hooks` get `.on_epoch_end(epoch)` (gradual
+    pruning)."""
+    if epochs <= 0:
+        return model
+    run_params = {**params, "lr": params["lr"] * lr_scale}
+    if constant_lr:
+        run_params["schedule"] = "constant"
+    generator = torch.Generator().manual_seed(seed)
+    X, y = torch.from_numpy(task.X_train), torch.from_numpy(task.y_train)
+    batch_size = min(int(params["batch_size"]), len(X))
+    steps_per_epoch = math.ceil(len(X) / batch_size)
+    optimizer = schedule.make_optimizer(model, run_params, params.get("weight_decay", 0.0))
+    scheduler = schedule.make_scheduler(optimizer, run_params, epochs * steps_per_epoch)
+    loss_fn = regularization.criterion(params)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(X), generator=generator)
+        for start in range(0, len(X), batch_size):
+            index = order[start : start + batch_size]
+            if len(index) < 2:  # batch norm cannot train on one sample
+                continue
+            loss = loss_fn(model(X[index]), y[index]) + regularization.l1_penalty(model, params)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        for hook in epoch_hooks:
+            hook.on_epoch_end(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, accuracy.measure(model, task.X_val, task.y_val).value)
+    return model.eval()
+
+
+def calibration_batches(task: TaskData, count: int, batch_size: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(task.X_train))
+    return [
+        torch.from_numpy(task.X_train[order[i : i + batch_size]])
+        for i in range(0, min(count * batch_size, len(order)), batch_size)
+    ]
