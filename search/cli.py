@@ -95,13 +95,17 @@ def launch(
         f"({summary.failed_this_run} failed this run, {summary.wall_seconds:.1f}s)",
         highlight=False,
     )
+    resume_hint = f"paretune launch {spec_path}" + (f" --storage {storage}" if storage else "")
     if summary.interrupted:
+        console.print(f"[yellow]search stopped before its budget; resume with:[/] {resume_hint}", highlight=False)
+        raise typer.Exit(130)
+    if summary.complete < summary.budget:
         console.print(
-            f"[yellow]search stopped before its budget; resume with:[/] paretune launch {spec_path}"
-            + (f" --storage {storage}" if storage else ""),
+            f"[red]stopped after {summary.failed_this_run} failed trials[/] (budget.max_failed_trials); "
+            f"see reasons with: paretune status {spec.name}",
             highlight=False,
         )
-        raise typer.Exit(130 if summary.failed_this_run < (spec.budget.max_failed_trials or budget.trials) else 1)
+        raise typer.Exit(1)
     console.print(f"next: paretune front {spec.name}" + (f" --storage {storage}" if storage else ""), highlight=False)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 
 from search.spec import StudySpec
@@ -15,6 +17,9 @@ def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    # `group` and constant_liar are flagged experimental; they are what define-by-run
+    # conditional spaces and concurrent trials need.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     constraints = constraint_values if spec.constraints else None
     if spec.sampler == "tpe":
         # constant_liar: concurrent trials see each other, so they do not all explore one spot.

@@ -21,6 +21,7 @@ from spaces._suggest import suggest_choice
 warnings.filterwarnings("ignore", module=r"torch\.ao\.quantization.*")
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
 warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
 
 from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic  # noqa: E402
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx  # noqa: E402

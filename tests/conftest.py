@@ -1,0 +1,103 @@
+"""Shared fixtures: one local Ray per test session, tiny fast specs, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A spec small enough that a trial takes about a second: tiny widths, 2 epochs, few repeats.
+TINY_SPEC = {
+    "name": "tiny",
+    "task": "digits",
+    "seed": 0,
+    "sampler": "tpe",
+    "budget": {"trials": 6, "concurrency": 2, "epochs": 2},
+    "measure": {"repeats": 10, "warmup": 2},
+    "space": {
+        "architecture": {"families": ["mlp", "mobilenet"], "width": [8, 16], "depth": [1, 2]},
+        "pruning": {"finetune_epochs": 1},
+        "quantization": {"qat_epochs": 1, "calibration_batches": 2},
+    },
+}
+
+
+def tiny_spec_dict(**overrides) -> dict:
+    import copy
+
+    spec = copy.deepcopy(TINY_SPEC)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key].update(value)
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.fixture
+def tiny_spec():
+    from search.spec import from_dict
+
+    return lambda **overrides: from_dict(tiny_spec_dict(**overrides))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session: starting Ray costs seconds."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def write_toml(path: Path, data: dict) -> Path:
+    """Minimal TOML writer for test specs (tables, arrays, scalars)."""
+
+    def scalar(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k} = {scalar(v)}" for k, v in value.items()) + "}"
+        return repr(value)
+
+    lines: list[str] = []
+
+    def emit(table: dict, prefix: str) -> None:
+        plain = {k: v for k, v in table.items() if not isinstance(v, dict) or not prefix and k in ()}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in plain.items():
+            if not isinstance(value, dict):
+                lines.append(f"{key} = {scalar(value)}")
+        for key, value in nested.items():
+            emit(value, f"{prefix}.{key}" if prefix else key)
+
+    emit(data, "")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args],
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,68 @@
+"""Tasks: built-in datasets, user .npz/.csv files, fixed seeded splits, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search.data import load_task
+from search.errors import UsageError
+from search.spec import from_dict
+from tests.conftest import tiny_spec_dict
+
+
+def spec_for(task, seed=0):
+    return from_dict(tiny_spec_dict(task=task, seed=seed))
+
+
+def test_digits_split_is_fixed_by_seed_and_disjoint():
+    first, again, other = load_task(spec_for("digits")), load_task(spec_for("digits")), load_task(spec_for("digits", 1))
+    assert first.kind == "image" and first.input_shape == (1, 8, 8) and first.n_classes == 10
+    assert len(first.X_train) + len(first.X_val) + len(first.X_test) == 1797
+    np.testing.assert_array_equal(first.X_test, again.X_test)
+    assert not np.array_equal(first.X_test, other.X_test)
+    assert 0.0 <= first.X_train.min() and first.X_train.max() <= 1.0
+
+
+def test_tabular_builtin_is_standardized_on_train():
+    task = load_task(spec_for("wine"))
+    assert task.kind == "tabular" and task.input_shape == (13,)
+    assert np.allclose(task.X_train.mean(axis=0), 0, atol=1e-5)
+
+
+def test_npz_and_csv_user_datasets(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 5)), np.repeat([0, 1, 2], 40)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    task = load_task(spec_for({"path": str(tmp_path / "d.npz")}))
+    assert task.kind == "tabular" and task.n_classes == 3 and task.input_shape == (5,)
+    frame = pd.DataFrame(X, columns=list("abcde")).assign(label=np.array(["x", "y", "z"])[y])
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    task = load_task(spec_for({"path": str(tmp_path / "d.csv"), "label": "label"}))
+    assert task.n_classes == 3 and len(task.X_train) == 72
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz"),
+        (lambda p: np.savez(p, X=np.zeros((20, 3))), "missing array 'y'"),
+        (lambda p: np.savez(p, X=np.zeros((20, 3)), y=np.zeros(20)), "1 class"),
+        (lambda p: np.savez(p, X=np.zeros((20, 3)), y=np.arange(19) % 2), "X has 20 rows but y has 19"),
+        (lambda p: np.savez(p, X=np.full((20, 3), np.nan), y=np.arange(20) % 2), "finite"),
+    ],
+    ids=["garbled", "missing-y", "one-class", "length-mismatch", "nan-features"],
+)
+def test_bad_npz_names_the_file(tmp_path, make, expected):
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(UsageError) as info:
+        load_task(spec_for({"path": str(path)}))
+    assert expected in str(info.value) and str(path) in str(info.value)
+
+
+def test_csv_without_label_column(tmp_path):
+    pd.DataFrame({"a": range(20), "b": range(20)}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(UsageError, match="no label column 'target'"):
+        load_task(spec_for({"path": str(tmp_path / "d.csv"), "label": "target"}))

@@ -1,0 +1,77 @@
+"""End to end: a small study runs on a real local Ray, every trial lands COMPLETE in a
+real SQLite file with three objective values, readable by plain Optuna."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.launch import launch
+from search.spec import from_dict
+from tests.conftest import tiny_spec_dict
+
+
+@pytest.fixture(scope="module")
+def finished_study(ray_local, tmp_path_factory):
+    db = tmp_path_factory.mktemp("e2e") / "paretune.db"
+    spec = from_dict(tiny_spec_dict(name="e2e", constraints=["latency_ms <= 50"]))
+    told = []
+    summary = launch(spec, storage_url=f"sqlite:///{db}", on_told=told.append)
+    return summary, f"sqlite:///{db}", told
+
+
+def test_all_trials_complete_with_three_objectives(finished_study):
+    summary, url, told = finished_study
+    assert summary.complete == 6 and not summary.interrupted and summary.failed_this_run == 0
+    study = optuna.load_study(study_name="e2e", storage=url)  # plain Optuna reads it
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert len(told) == 6
+    for t in trials:
+        assert len(t.values) == 3 and all(math.isfinite(v) for v in t.values)
+        accuracy, latency_ms, energy_mj = t.values
+        assert 0.0 <= accuracy <= 1.0 and latency_ms > 0 and energy_mj > 0
+        assert t.user_attrs["energy_source"] == "estimate"  # no RAPL on this machine
+        assert t.user_attrs["latency_p90_ms"] >= latency_ms
+        assert t.user_attrs["params"] > 0 and t.user_attrs["macs"] > 0 and t.user_attrs["size_kb"] > 0
+        assert t.user_attrs["hostname"] and t.user_attrs["cpu_model"]
+        assert len(t.user_attrs["constraints"]) == 1
+        assert t.user_attrs["constraints"][0] == pytest.approx(latency_ms - 50)
+    assert study.user_attrs["objectives"] == ["accuracy", "latency_ms", "energy_mj"]
+    assert max(t.values[0] for t in trials) > 0.5  # something learned (chance is 0.1)
+
+
+def test_quantized_trials_really_are_quantized(finished_study):
+    _, url, _ = finished_study
+    for t in optuna.load_study(study_name="e2e", storage=url).get_trials():
+        assert t.user_attrs["quantized"] == (t.params["quant_mode"] != "none")
+
+
+def test_launch_again_resumes_without_rerunning(finished_study, ray_local):
+    summary, url, _ = finished_study
+    spec = from_dict(tiny_spec_dict(name="e2e", constraints=["latency_ms <= 50"], budget={"trials": 7}))
+    again = launch(spec, storage_url=url)
+    trials = optuna.load_study(study_name="e2e", storage=url).get_trials()
+    assert again.complete == 7 and len(trials) == 7  # exactly one more trial, the first six untouched
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == len(params)
+
+
+def test_diverging_trials_fail_with_reason_and_search_goes_on(ray_local, tmp_path):
+    # lr of 1e4 makes SGD blow up: every trial raises inside, none may stay RUNNING.
+    spec = from_dict(
+        tiny_spec_dict(
+            name="diverge",
+            budget={"trials": 2, "concurrency": 2, "epochs": 2, "max_failed_trials": 3},
+            space={"architecture": {"families": ["mlp"], "batch_norm": [False]}, "schedule": {"optimizers": ["sgd"], "lr": {"low": 1e4, "high": 1e5, "log": True}, "schedules": ["constant"]}},
+        )
+    )
+    summary = launch(spec, storage_url=f"sqlite:///{tmp_path / 'd.db'}")
+    trials = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'd.db'}").get_trials()
+    # Stops once 3 have failed; a trial already in flight may add one more.
+    assert summary.failed_this_run in (3, 4) and summary.complete == 0 and not summary.interrupted
+    assert [t.state for t in trials] == [TrialState.FAIL] * summary.failed_this_run
+    assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
