@@ -134,6 +134,206 @@ def status(
     console.print(f"Pareto front: {len(study.best_trials)} trials (paretune front {name})", highlight=False)
 
 
+def _quant_mode(params: dict) -> str:
+    return params.get("quant_mode", next((v for k, v in params.items() if k.startswith("quant_mode_")), ""))
+
+
+def _storage_flag(storage: Optional[str]) -> str:
+    return f" --storage {storage}" if storage else ""
+
+
+@app.command()
+def front(
+    name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list of {number, values, params, user_attrs}."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write plots: FILE.html (plotly) or FILE.png/.svg/.pdf (matplotlib)."),
+    reference: Optional[str] = typer.Option(
+        None,
+        "--reference",
+        help="Hypervolume reference point, e.g. 'accuracy=0,latency_ms=5,energy_mj=20'. Objectives left out: "
+        "their worst feasible value widened by 10% of their range.",
+    ),
+) -> None:
+    """The Pareto front (feasible COMPLETE trials only), its hypervolume, and plots."""
+    import json
+
+    from search import front as fronts
+    from search.storage import load_study
+
+    if plot is not None:
+        from search.plots import check_path
+
+        check_path(plot)
+    given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
+    study = load_study(storage, name)
+    report = fronts.report(study, given)
+    objectives = report.objectives
+    first_sign = -1.0 if objectives.directions[0] == fronts.MAXIMIZE else 1.0
+    rows = sorted(report.front, key=lambda t: (first_sign * t.values[0], t.number))
+    if as_json:
+        sys.stdout.write(json.dumps([fronts.trial_record(t, objectives) for t in rows], indent=2) + "\n")
+    else:
+        excluded = report.excluded()
+        console.print(
+            f"study [bold]{name}[/] ({', '.join(f'{n} {d[:3]}' for n, d in zip(objectives.names, objectives.directions))}): "
+            f"{len(report.front)} on the Pareto front of {len(report.feasible)} feasible trials "
+            f"({len(report.trials)} in all" + "".join(f", {v} {k}" for k, v in sorted(excluded.items())) + ")",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not report.front:
+            console.print("no feasible COMPLETE trial yet: nothing on the front", highlight=False)
+        else:
+            from rich import box
+
+            table = Table("trial", *objectives.names, "size_kb", "family", "prune_kind", "quant_mode",
+                          box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
+            for trial in rows:
+                size = trial.user_attrs.get("size_kb")
+                table.add_row(
+                    str(trial.number),
+                    *(f"{v:.4g}" for v in trial.values),
+                    f"{size:.4g}" if isinstance(size, (int, float)) else "",
+                    str(trial.params.get("family", "")),
+                    str(trial.params.get("prune_kind", "")),
+                    str(_quant_mode(trial.params)),
+                )
+            console.print(table)
+            derived = [n for n in objectives.names if not given or n not in given]
+            how = (
+                "worst feasible value widened by 10% of the range" if not given
+                else "given" if not derived
+                else f"given; {', '.join(derived)}: worst feasible value widened by 10% of the range"
+            )
+            console.print(
+                f"hypervolume {report.hypervolume:.6g} with reference point "
+                + ", ".join(f"{n}={v:.6g}" for n, v in zip(objectives.names, report.reference))
+                + f" ({how})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            console.print(f"next: paretune export {name}{_storage_flag(storage)} --out best.toml", highlight=False, soft_wrap=True)
+    if plot is not None:
+        from search.plots import plot as draw
+
+        draw(report, plot, title=f"study {name}: {len(report.front)} on the front of {len(report.feasible)} feasible trials, "
+             f"hypervolume {report.hypervolume:.4g}")
+        (err_console if as_json else console).print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
+    out: Path = typer.Option(..., "--out", help="The fixed config to write (TOML), e.g. best.toml."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    pick: str = typer.Option(
+        "knee", "--pick",
+        help="knee (nearest the ideal point, objectives normalized over the front), max:OBJECTIVE, min:OBJECTIVE, "
+        "or weights:accuracy=1,latency_ms=0.5 (weighted sum of normalized objectives).",
+    ),
+    where: Optional[list[str]] = typer.Option(
+        None, "--where", help="Filter, repeatable: 'latency_ms<=1.5', 'accuracy>=0.95', 'family==mlp' (objective, user attr or param)."
+    ),
+) -> None:
+    """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
+    from search import export as exporter
+    from search import front as fronts
+    from search.storage import load_study, resolve_url
+
+    rule = fronts.Pick.parse(pick)
+    filters = [fronts.Filter.parse(w) for w in where or []]
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    study = load_study(storage, name)
+    chosen = fronts.pick(study, rule, filters)
+    exporter.export(study, chosen, resolve_url(storage), out, pick=str(rule) + "".join(f" where {f}" for f in filters))
+    objectives = fronts.objectives_of(study)
+    console.print(
+        f"exported trial {chosen.number} ({rule}"
+        + (f", where {' and '.join(map(str, filters))}" if filters else "")
+        + f") to {out}: "
+        + " ".join(f"{n}={v:.4g}" for n, v in zip(objectives.names, chosen.values))
+        + f"  {chosen.params.get('family', '')}/{chosen.params.get('prune_kind', '')}/{_quant_mode(chosen.params)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"next: paretune train {out} --out {out.with_name(out.stem + '_model')}/", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def train(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="A config written by `paretune export` (spec + pinned params table)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the model, its state dict and its model card."),
+) -> None:
+    """Retrain an exported config from scratch (recorded seed), measure it on the test split, save the model and a card."""
+    from rich.markup import escape
+
+    from search import retrain as retrainer
+
+    def on_start(loaded, config) -> None:
+        exported = loaded.exported
+        origin = f"trial {exported['trial']} of study {exported.get('study')!r}" if "trial" in exported else str(loaded.path)
+        console.print(
+            f"retraining {origin} from scratch (seed {loaded.seed}, {loaded.spec.budget.epochs} epochs): "
+            f"{config.get('family', '')}/{config.get('prune_kind', '')}/{_quant_mode(config)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    report = retrainer.retrain(config_path, out, on_start=on_start)
+    card = report.card
+    table = Table("objective", "search (val)", "retrained (test)", "Δ")
+    for row in card["objectives"] + [r for r in card["metrics"] if r["name"] in ("size_kb", "latency_p90_ms", "macs")]:
+        table.add_row(
+            row["name"], retrainer._fmt(row["search_val"]), retrainer._fmt(row["retrained_test"]),
+            retrainer._fmt(row.get("delta"), signed=True),
+        )
+    console.print(table)
+    if report.artifact_format == "torchscript":
+        console.print(
+            f"model: {out / retrainer.MODEL_FILE} (TorchScript, test accuracy {card['artifact']['test_accuracy']:.4f}; "
+            f"load with torch.jit.load)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"[yellow]no TorchScript model:[/] {escape(str(report.artifact_note))}; saved the state dict only: "
+            f"{out / retrainer.STATE_DICT_FILE}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"model card: {out / retrainer.CARD_MD} and {out / retrainer.CARD_JSON}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def dashboard(
+    name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+) -> None:
+    """Serve optuna-dashboard for the storage on 127.0.0.1 (local only; use an SSH tunnel from elsewhere)."""
+    import socket
+
+    from search.storage import load_study
+
+    study = load_study(storage, name)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UsageError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
+    import optuna_dashboard
+
+    study_id = study._storage.get_study_id_from_name(name)
+    console.print(f"optuna-dashboard: http://127.0.0.1:{port}/dashboard/studies/{study_id} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+    try:
+        optuna_dashboard.run_server(study._storage, host="127.0.0.1", port=port)
+    except KeyboardInterrupt:
+        console.print("dashboard stopped", highlight=False)
+
+
 def main() -> None:
     try:
         app()

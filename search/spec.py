@@ -129,12 +129,85 @@ class RegularizationSpace(Strict):
     label_smoothing: FloatRange = FloatRange(low=0.0, high=0.2)
 
 
+def _within(value: FloatRange, low: float, high: float, name: str, *, open_low: bool = False) -> FloatRange:
+    below = value.low <= low if open_low else value.low < low
+    if below or value.high > high:
+        sign = "<" if open_low else "<="
+        raise ValueError(f"`{low} {sign} {name} <= {high}` must hold, but got (low={value.low}, high={value.high})")
+    return value
+
+
+class DistillationSpace(Strict):
+    """Soft-target knowledge distillation from one teacher trained once per study.
+
+    Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE."""
+
+    enabled: bool = False
+    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
+    alpha: FloatRange = FloatRange(low=0.1, high=0.9)
+    # Also match the batch similarity matrices of the penultimate features
+    # (similarity-preserving distillation); [False] keeps logits only.
+    features: list[bool] = _choices("bool", [False])
+    feature_weight: FloatRange = FloatRange(low=0.1, high=10.0, log=True)
+    # The teacher: a residual CNN for image tasks, an MLP for tabular ones ("auto").
+    teacher_family: Literal["auto", "cnn", "mlp"] = "auto"
+    teacher_width: int = Field(default=32, ge=4, le=512)
+    teacher_depth: int = Field(default=2, ge=1, le=6)
+    teacher_epochs: int = Field(default=15, ge=1, le=1000)
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_temperature(cls, value: FloatRange) -> FloatRange:
+        return _within(value, 0.0, 100.0, "temperature", open_low=True)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_unit(cls, value: FloatRange) -> FloatRange:
+        return _within(value, 0.0, 1.0, "alpha")
+
+
+class AugmentationSpace(Strict):
+    """Per-batch training augmentation; `strength` (searched) scales every op's
+    magnitude: 0 is the identity, 1 the maxima below."""
+
+    enabled: bool = False
+    strength: FloatRange = FloatRange(low=0.0, high=1.0)
+    image_ops: list[Literal["shift", "rotate", "scale", "noise"]] = ["shift", "rotate", "scale", "noise"]
+    tabular_ops: list[Literal["noise", "jitter"]] = ["noise", "jitter"]
+    max_shift: int = Field(default=2, ge=0, le=16)  # pixels (pad + random crop)
+    max_rotation: float = Field(default=15.0, ge=0, le=180)  # degrees
+    max_scale: float = Field(default=0.15, ge=0, lt=1)  # zoom in/out by up to this fraction
+    noise_std: float = Field(default=0.1, ge=0, le=10)  # Gaussian noise (images in [0, 1]; tabular standardized)
+    jitter_std: float = Field(default=0.1, ge=0, le=10)  # per-feature multiplicative jitter (tabular)
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_in_unit(cls, value: FloatRange) -> FloatRange:
+        return _within(value, 0.0, 1.0, "strength")
+
+
+class RuntimeSpace(Strict):
+    """The inference runtime latency and energy are measured on."""
+
+    enabled: bool = False
+    runtimes: list[Literal["eager", "torchscript", "onnxruntime"]] = _choices(
+        "runtime", ["eager", "torchscript", "onnxruntime"]
+    )
+    opset: int = Field(default=17, ge=13, le=21)  # ONNX opset for the onnxruntime export
+    # Also run torch.jit.optimize_for_inference after freezing (float models).
+    torchscript_optimize: bool = False
+
+
 class Space(Strict):
     architecture: ArchitectureSpace = ArchitectureSpace()
     pruning: PruningSpace = PruningSpace()
     quantization: QuantizationSpace = QuantizationSpace()
     schedule: ScheduleSpace = ScheduleSpace()
     regularization: RegularizationSpace = RegularizationSpace()
+    # Optional dimensions: off unless `enabled = true`.
+    distillation: DistillationSpace = DistillationSpace()
+    augmentation: AugmentationSpace = AugmentationSpace()
+    runtime: RuntimeSpace = RuntimeSpace()
 
 
 class TaskFile(Strict):

@@ -11,7 +11,7 @@ from torch import nn
 
 from objectives import accuracy
 from search.data import TaskData
-from spaces import regularization, schedule
+from spaces import distillation, regularization, schedule
 
 
 class TrainingDiverged(RuntimeError):
@@ -29,12 +29,16 @@ def train(
     constant_lr: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
     epoch_hooks: tuple = (),
+    teacher: nn.Module | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> nn.Module:
     """Train in place for `epochs`; `on_epoch(epoch, val_accuracy)` after each epoch.
 
     `lr_scale`/`constant_lr` serve fine-tunes (after pruning, during QAT): a tenth of
     the learning rate, held constant. `epoch_hooks` get `.on_epoch_end(epoch)` (gradual
-    pruning)."""
+    pruning). `augment` transforms each training batch's inputs (labels unchanged);
+    with a `teacher` and the params' `kd_*` settings the loss is the distillation loss
+    (spaces.distillation), the teacher seeing the same augmented batch."""
     if epochs <= 0:
         return model
     run_params = {**params, "lr": params["lr"] * lr_scale}
@@ -47,24 +51,36 @@ def train(
     optimizer = schedule.make_optimizer(model, run_params, params.get("weight_decay", 0.0))
     scheduler = schedule.make_scheduler(optimizer, run_params, epochs * steps_per_epoch)
     loss_fn = regularization.criterion(params)
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(X), generator=generator)
-        for start in range(0, len(X), batch_size):
-            index = order[start : start + batch_size]
-            if len(index) < 2:  # batch norm cannot train on one sample
-                continue
-            loss = loss_fn(model(X[index]), y[index]) + regularization.l1_penalty(model, params)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        for hook in epoch_hooks:
-            hook.on_epoch_end(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, accuracy.measure(model, task.X_val, task.y_val).value)
+    distiller = None
+    if teacher is not None and distillation.wanted(params):
+        distiller = distillation.Distiller(teacher, params).attach(model)
+    try:
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(X), generator=generator)
+            for start in range(0, len(X), batch_size):
+                index = order[start : start + batch_size]
+                if len(index) < 2:  # batch norm cannot train on one sample
+                    continue
+                inputs = X[index] if augment is None else augment(X[index])
+                logits = model(inputs)
+                loss = loss_fn(logits, y[index])
+                if distiller is not None:
+                    loss = distiller.loss(logits, inputs, loss)
+                loss = loss + regularization.l1_penalty(model, params)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            for hook in epoch_hooks:
+                hook.on_epoch_end(epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, accuracy.measure(model, task.X_val, task.y_val).value)
+    finally:
+        if distiller is not None:
+            distiller.detach()
     return model.eval()
 
 

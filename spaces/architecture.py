@@ -110,6 +110,24 @@ class ConvNet(nn.Module):
         return self.classifier(self.pool(self.blocks(self.stem(x))))
 
 
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """A pre-norm encoder layer that also runs with dynamically quantized linears.
+
+    torch's fused inference path reads `linear1.weight` as a tensor; a dynamically
+    quantized Linear holds packed int8 weights behind a method instead, so such a layer
+    takes the plain (unfused) path: same maths, same parameters and state_dict keys."""
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        if isinstance(self.linear1.weight, torch.Tensor) and isinstance(self.linear2.weight, torch.Tensor):
+            return super().forward(src, src_mask, src_key_padding_mask, is_causal)
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+        return self.norm2(x + self._ff_block(x))
+
+
 class PatchTransformer(nn.Module):
     """ViT-style: 2×2 patches → tokens + learned positions → encoder layers → mean pool."""
 
@@ -120,7 +138,7 @@ class PatchTransformer(nn.Module):
         n_tokens = (height // patch) * (width // patch)
         self.position = nn.Parameter(torch.zeros(1, n_tokens, embed_dim))
         nn.init.trunc_normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(
+        layer = EncoderLayer(
             embed_dim, heads, dim_feedforward=2 * embed_dim, dropout=dropout, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)

@@ -52,8 +52,40 @@ def finalize(model: nn.Module) -> nn.Module:
     return model
 
 
+def prune_feedforward_units(model: nn.Module, ratio: float) -> int:
+    """Structured pruning inside transformer encoder layers: remove the `ratio` of
+    feed-forward hidden units (rows of linear1, columns of linear2) with the smallest
+    L2 norm over both. The embedding width and the attention heads stay whole, so the
+    residual stream and the attention maths are untouched. Returns the layers pruned."""
+    pruned = 0
+    for layer in model.modules():
+        if not isinstance(layer, nn.TransformerEncoderLayer):
+            continue
+        first, second = layer.linear1, layer.linear2
+        hidden = first.out_features
+        keep_count = max(1, int(round(hidden * (1 - float(ratio)))))
+        if keep_count >= hidden:
+            continue
+        with torch.no_grad():
+            score = first.weight.pow(2).sum(dim=1) + second.weight.pow(2).sum(dim=0)
+            if first.bias is not None:
+                score = score + first.bias.pow(2)
+            keep = score.topk(keep_count).indices.sort().values
+            first.weight = nn.Parameter(first.weight[keep].clone())
+            if first.bias is not None:
+                first.bias = nn.Parameter(first.bias[keep].clone())
+            second.weight = nn.Parameter(second.weight[:, keep].clone())
+        first.out_features = second.in_features = keep_count
+        pruned += 1
+    return pruned
+
+
 def prune_structured(model: nn.Module, ratio: float, example_input: torch.Tensor) -> nn.Module:
-    """Remove whole channels/units by L2 magnitude; dependent layers shrink with them."""
+    """Remove whole channels/units by L2 magnitude; dependent layers shrink with them.
+
+    Transformers: feed-forward hidden units are pruned (`prune_feedforward_units`);
+    attention heads and the embedding width are kept."""
+    prune_feedforward_units(model, ratio)
     classifier = getattr(model, "classifier", None)
     ignored = [classifier] if classifier is not None else []
     attention = [m for m in model.modules() if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))]

@@ -1,0 +1,236 @@
+"""Export one trial as a fixed config: a loadable study spec plus two tables.
+
+- `[params]`: the trial's Optuna params, one per searched dimension, so
+  `spaces.suggest(FixedTrial(params), spec, task_kind)` rebuilds its exact config.
+- `[exported]`: where it came from (study, trial number, storage URL with any password
+  hidden, seed) and what it measured at search time: `[exported.values]` by objective
+  (validation split) and `[exported.attrs]` (size, params, MACs, energy and latency
+  sources, hardware).
+
+`search.spec.load()` ignores both tables, so the file is still a study spec.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.errors import UsageError
+
+# User attrs copied into [exported.attrs] when the trial has them.
+EXPORTED_ATTRS = (
+    "accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "latency_source",
+    "size_kb", "params", "nonzero_params", "sparsity", "macs", "quantized",
+    "measure_threads", "measure_batch_size", "hostname", "cpu_model", "cpu_count",
+    "torch_version", "quantized_engine", "seed",
+)
+# Top-level spec keys first, then its tables, in the order a hand-written spec has them.
+SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "budget", "resources", "measure", "space")
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# --- a small TOML writer (strings, numbers, booleans, arrays, nested tables) ---------
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _string(key)
+
+
+def _string(value: str) -> str:
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+    out = []
+    for char in value:
+        if char in escapes:
+            out.append(escapes[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest round-tripping form, always with '.' or 'e'
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Path):
+        return _string(str(value))
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps(data: dict, comments: dict[str, str] | None = None) -> str:
+    """TOML text for `data`; nested dicts become [tables]; `comments` maps a table path to
+    a comment line written above it. Empty tables are kept (they are meaningful)."""
+    comments = comments or {}
+    lines: list[str] = []
+
+    def inline(value: Any, path: str) -> bool:
+        # Small leaf tables two levels down (ranges like width = {low = 8, high = 64})
+        # read best inline, as in a hand-written spec.
+        return isinstance(value, dict) and "." in path and not any(isinstance(v, dict) for v in value.values())
+
+    def emit(table: dict, path: str) -> None:
+        scalars = [(k, v) for k, v in table.items() if (not isinstance(v, dict) or inline(v, path)) and v is not None]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict) and not inline(v, path)]
+        if path and (scalars or not tables or path in comments):  # [a] is implied by [a.b]
+            if lines:
+                lines.append("")
+            if path in comments:
+                lines.append(f"# {comments[path]}")
+            lines.append(f"[{path}]")
+        for key, value in scalars:
+            lines.append(f"{_key(str(key))} = {_value(value)}")
+        for key, value in tables:
+            emit(value, f"{path}.{_key(str(key))}" if path else _key(str(key)))
+
+    emit(data, "")
+    return "\n".join(lines) + "\n"
+
+
+# --- export --------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """A storage URL with its password replaced by ***."""
+    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
+
+
+def study_spec(study: optuna.Study) -> dict:
+    spec = study.user_attrs.get("spec")
+    if not isinstance(spec, dict):
+        raise UsageError(
+            f"study {study.study_name!r} has no recorded spec (user attr 'spec'); only studies run by "
+            "`paretune launch` can be exported"
+        )
+    return spec
+
+
+def _ordered_spec(spec: dict) -> dict:
+    ordered = {k: spec[k] for k in SPEC_ORDER if k in spec}
+    ordered.update({k: v for k, v in spec.items() if k not in ordered})
+    task = ordered.get("task")
+    if isinstance(task, dict) and task.get("path") and not Path(task["path"]).is_absolute():
+        # The recorded path is relative to where the search ran; pin it to that place.
+        ordered["task"] = {**task, "path": str(Path(task["path"]).resolve())}
+    return ordered
+
+
+def trial_seed(trial: FrozenTrial, spec: dict) -> int:
+    """The seed the trial trained with (the searcher records it; spec seed + number otherwise)."""
+    seed = trial.user_attrs.get("seed")
+    return int(seed) if seed is not None else int(spec.get("seed", 0)) + trial.number
+
+
+def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *, pick: str | None = None) -> dict:
+    """The exported file's content as plain data (spec keys, `params`, `exported`)."""
+    from search.front import objectives_of
+    from search.spec import from_dict
+
+    spec = _ordered_spec(study_spec(study))
+    from_dict(spec, source=f"study {study.study_name!r} spec")  # still a valid spec
+    objectives = objectives_of(study)
+    exported: dict[str, Any] = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "storage": redact(storage_url),
+        "seed": trial_seed(trial, spec),
+        "split": "val",  # search-time values are measured on the validation split
+    }
+    if pick:
+        exported["pick"] = pick
+    exported["exported_at"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    exported["values"] = dict(zip(objectives.names, trial.values or []))
+    exported["attrs"] = {
+        k: trial.user_attrs[k]
+        for k in EXPORTED_ATTRS
+        if trial.user_attrs.get(k) is not None and k not in exported["values"] and k != "seed"
+    }
+    if "constraints" in trial.user_attrs:
+        exported["constraint_violations"] = [float(v) for v in trial.user_attrs["constraints"]]
+    return {**spec, "params": dict(trial.params), "exported": exported}
+
+
+def write(path: str | Path, config: dict) -> Path:
+    path = Path(path)
+    if path.parent != Path("") and not path.parent.is_dir():
+        raise UsageError(f"--out {path}: directory {path.parent} does not exist")
+    text = dumps(
+        config,
+        comments={
+            "params": "Every searched dimension pinned to the exported trial's value.",
+            "exported": "Where this config comes from and what it measured at search time (validation split).",
+        },
+    )
+    header = (
+        f"# Fixed config: trial {config['exported']['trial']} of study {config['exported']['study']!r}.\n"
+        f"# A loadable study spec; `paretune train {path.name} --out DIR` retrains it from scratch.\n"
+    )
+    if not _same(tomllib.loads(text), _plain(config)):  # the writer must round-trip exactly
+        raise RuntimeError("exported TOML does not read back equal to what was written")
+    path.write_text(header + text)
+    return path
+
+
+def _plain(data: Any) -> Any:
+    """What tomllib reads back for `data` (tuples → lists, Paths → strings, datetimes kept)."""
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items() if v is not None}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def export(
+    study: optuna.Study, trial: FrozenTrial, storage_url: str, out: str | Path, *, pick: str | None = None
+) -> Path:
+    config = exported_config(study, trial, storage_url, pick=pick)
+    check_params(config)
+    return write(out, config)
+
+
+def check_params(config: dict) -> dict:
+    """Rebuild the trial config from the pinned params; a mismatch with the spec is a UsageError."""
+    import spaces
+    from search.spec import from_dict
+
+    spec = from_dict({k: v for k, v in config.items() if k not in ("params", "exported")})
+    kind = "tabular" if spec.task in ("wine", "breast_cancer") else "image"
+    try:
+        return spaces.suggest(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, kind)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,441 @@
+"""The Pareto front of a study, its hypervolume, and picking one trial from it.
+
+- Only *feasible* trials count: COMPLETE, every objective value finite, and every
+  constraint violation <= 0 (the "constraints" user attr, or the spec's constraints
+  evaluated on the trial's metrics when the attr is missing). Failed, pruned,
+  running, non-finite and constraint-violating trials are never on the front.
+- The front is the set of feasible trials no other feasible trial dominates, using
+  the study's directions. Two trials with equal values are both on it.
+- Hypervolume (moocore, on minimization: maximized objectives are negated) is taken
+  against a reference point: for each objective the worst value among feasible
+  trials, widened by 10% of the objective's range (10% of |worst| when the range is
+  zero, 0.1 when that is zero too), or the user's value where one is given.
+- Pick rules: `knee` (default), `max:NAME`, `min:NAME`, `weights:a=1,b=0.5`; filters
+  `NAME<=x`, `NAME>=x`, `NAME<x`, `NAME>x`, `NAME==x`, `NAME!=x` on objectives, user
+  attrs or params. Filters select among feasible trials first; the rule then picks
+  from the front of what is left.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import UsageError
+
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
+WIDEN = 0.1
+
+
+@dataclass(frozen=True)
+class Objectives:
+    names: list[str]
+    directions: list[str]  # "maximize" / "minimize", in the order of trial.values
+
+    @property
+    def signs(self) -> np.ndarray:
+        """+1 where smaller is better: `values * signs` is a minimization problem."""
+        return np.array([-1.0 if d == MAXIMIZE else 1.0 for d in self.directions])
+
+    def index(self, name: str, context: str) -> int:
+        if name not in self.names:
+            raise UsageError(f"{context}: unknown objective {name!r}; the study's objectives are {', '.join(self.names)}")
+        return self.names.index(name)
+
+
+def objectives_of(study: optuna.Study) -> Objectives:
+    directions = [MAXIMIZE if d == optuna.study.StudyDirection.MAXIMIZE else MINIMIZE for d in study.directions]
+    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(directions))]
+    if len(names) != len(directions):
+        names = [f"objective_{i}" for i in range(len(directions))]
+    return Objectives(list(names), directions)
+
+
+def _spec_constraints(study: optuna.Study) -> list:
+    from search.spec import Constraint
+
+    texts = (study.user_attrs.get("spec") or {}).get("constraints") or []
+    constraints = []
+    for text in texts:
+        try:
+            constraints.append(Constraint.parse(text) if isinstance(text, str) else Constraint.model_validate(text))
+        except ValueError:
+            continue
+    return constraints
+
+
+def violations(trial: FrozenTrial, constraints: list = (), names: list[str] = ()) -> list[float]:
+    """Constraint violations of a trial (<= 0 feasible); [] when it has none."""
+    stored = trial.user_attrs.get("constraints")
+    if stored is not None:
+        return [float(v) for v in stored]
+    metrics = dict(trial.user_attrs)
+    if trial.values is not None:
+        metrics.update(zip(names, trial.values))
+    out = []
+    for constraint in constraints:
+        try:
+            out.append(constraint.violation(metrics))
+        except (KeyError, TypeError, ValueError):
+            out.append(math.inf)  # a constrained metric that was never measured is not feasible
+    return out
+
+
+def why_infeasible(trial: FrozenTrial, constraints: list = (), names: list[str] = ()) -> str | None:
+    """None for a feasible trial, else a short reason."""
+    if trial.state != TrialState.COMPLETE:
+        return trial.state.name
+    if trial.values is None or not all(math.isfinite(v) for v in trial.values):
+        return "non-finite value"
+    if any(not (v <= 0) for v in violations(trial, constraints, names)):
+        return "violates constraints"
+    return None
+
+
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    constraints = _spec_constraints(study)
+    names = objectives_of(study).names
+    return [t for t in study.get_trials(deepcopy=False) if why_infeasible(t, constraints, names) is None]
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """On minimization vectors: a is no worse everywhere and better somewhere."""
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def nondominated_mask(points: np.ndarray) -> np.ndarray:
+    """Minimization points (n×m) → which rows no other row dominates (ties all kept)."""
+    n = len(points)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        worse_or_equal = np.all(points[i] <= points, axis=1)
+        strictly = np.any(points[i] < points, axis=1)
+        mask &= ~(worse_or_equal & strictly)  # rows that points[i] dominates
+    return mask
+
+
+def minimization_values(trials: list[FrozenTrial], objectives: Objectives) -> np.ndarray:
+    if not trials:
+        return np.empty((0, len(objectives.names)))
+    return np.array([t.values for t in trials], dtype=float) * objectives.signs
+
+
+def pareto_front(trials: list[FrozenTrial], objectives: Objectives) -> list[FrozenTrial]:
+    """The non-dominated trials among `trials` (assumed feasible), by trial number."""
+    points = minimization_values(trials, objectives)
+    mask = nondominated_mask(points)
+    return sorted((t for t, keep in zip(trials, mask) if keep), key=lambda t: t.number)
+
+
+def study_front(study: optuna.Study) -> list[FrozenTrial]:
+    return pareto_front(feasible_trials(study), objectives_of(study))
+
+
+# --- reference point and hypervolume -------------------------------------------------
+
+
+def parse_assignments(text: str, context: str) -> dict[str, float]:
+    """'accuracy=0, latency_ms=5' → {"accuracy": 0.0, "latency_ms": 5.0}."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise UsageError(f"{context}: expected NAME=NUMBER pairs like 'accuracy=0,latency_ms=5', but got {part!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"{context}: {name}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise UsageError(f"{context}: {name}={value} must be finite")
+        out[name] = number
+    if not out:
+        raise UsageError(f"{context}: expected NAME=NUMBER pairs like 'accuracy=0,latency_ms=5'")
+    return out
+
+
+def reference_point(
+    trials: list[FrozenTrial], objectives: Objectives, given: dict[str, float] | None = None
+) -> list[float]:
+    """Per objective: the user's value, else the worst feasible value widened by 10% of the range."""
+    given = dict(given or {})
+    for name in given:
+        objectives.index(name, "--reference")
+    values = np.array([t.values for t in trials], dtype=float) if trials else None
+    ref = []
+    for i, (name, direction) in enumerate(zip(objectives.names, objectives.directions)):
+        if name in given:
+            ref.append(float(given[name]))
+            continue
+        if values is None:
+            raise UsageError(f"--reference: no feasible trials to derive {name} from; give it as {name}=NUMBER")
+        column = values[:, i]
+        low, high = float(column.min()), float(column.max())
+        span = high - low
+        margin = WIDEN * span if span > 0 else (WIDEN * abs(high if direction == MINIMIZE else low) or WIDEN)
+        ref.append(high + margin if direction == MINIMIZE else low - margin)
+    return ref
+
+
+def _hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume of minimization points; points not strictly better than `ref` in
+    every objective add nothing."""
+    if len(points) == 0:
+        return 0.0
+    inside = points[np.all(points < ref, axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    if points.shape[1] == 1:
+        return float(ref[0] - inside[:, 0].min())
+    import moocore
+
+    compute = getattr(moocore, "hypervolume", None) or getattr(moocore, "hv")
+    return float(compute(inside, ref=ref))
+
+
+def hypervolume(trials: list[FrozenTrial], objectives: Objectives, reference: list[float]) -> float:
+    signs = objectives.signs
+    return _hv(minimization_values(trials, objectives), np.asarray(reference, dtype=float) * signs)
+
+
+def hypervolume_history(
+    study_trials: list[FrozenTrial], feasible: list[FrozenTrial], objectives: Objectives, reference: list[float]
+) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the feasible trials numbered <= it) for every trial."""
+    feasible_numbers = {t.number for t in feasible}
+    by_number = sorted(study_trials, key=lambda t: t.number)
+    ref = np.asarray(reference, dtype=float) * objectives.signs
+    seen: list[FrozenTrial] = []
+    history, current = [], 0.0
+    for trial in by_number:
+        if trial.number in feasible_numbers:
+            seen.append(trial)
+            seen = pareto_front(seen, objectives)  # dominated points add no volume
+            current = _hv(minimization_values(seen, objectives), ref)
+        history.append((trial.number, current))
+    return history
+
+
+@dataclass
+class FrontReport:
+    objectives: Objectives
+    trials: list[FrozenTrial]  # every trial of the study
+    feasible: list[FrozenTrial]
+    front: list[FrozenTrial]
+    reference: list[float]
+    hypervolume: float
+    constraints: list
+
+    def excluded(self) -> dict[str, int]:
+        """Why trials are not feasible, counted ({"FAIL": 2, "violates constraints": 1})."""
+        from collections import Counter
+
+        counts: Counter = Counter()
+        for trial in self.trials:
+            reason = why_infeasible(trial, self.constraints, self.objectives.names)
+            if reason is not None:
+                counts[reason] += 1
+        return dict(counts)
+
+    def history(self) -> list[tuple[int, float]]:
+        return hypervolume_history(self.trials, self.feasible, self.objectives, self.reference) if self.reference else []
+
+
+def report(study: optuna.Study, reference: dict[str, float] | None = None) -> FrontReport:
+    objectives = objectives_of(study)
+    trials = study.get_trials(deepcopy=False)
+    constraints = _spec_constraints(study)
+    feasible = [t for t in trials if why_infeasible(t, constraints, objectives.names) is None]
+    front = pareto_front(feasible, objectives)
+    for name in reference or {}:
+        objectives.index(name, "--reference")
+    ref = reference_point(feasible, objectives, reference) if feasible else []
+    hv = hypervolume(front, objectives, ref) if ref else 0.0
+    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints)
+
+
+# --- filters and pick rules ----------------------------------------------------------
+
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|!=|<|>|=)\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    op: str
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> "Filter":
+        match = _FILTER.match(text)
+        if not match:
+            raise UsageError(f"--where {text!r}: expected NAME OP VALUE like 'latency_ms<=1.5' (OP: <= >= < > == !=)")
+        name, op, raw = match.groups()
+        op = "==" if op == "=" else op
+        value: Any = raw.strip("'\"")
+        try:
+            value = float(value)
+        except ValueError:
+            if op not in ("==", "!="):
+                raise UsageError(f"--where {text!r}: {op} needs a number, but got {raw!r}") from None
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        return cls(name, op, value)
+
+    def holds(self, actual: Any) -> bool:
+        if actual is None:
+            return False
+        if isinstance(self.value, bool) or isinstance(actual, bool):
+            equal = actual == self.value
+        elif isinstance(self.value, float):
+            try:
+                actual = float(actual)
+            except (TypeError, ValueError):
+                return False
+            if math.isnan(actual):
+                return False
+            equal = math.isclose(actual, self.value, rel_tol=1e-9, abs_tol=1e-12)
+            if self.op in ("<=", ">=", "<", ">"):
+                return {"<=": actual <= self.value, ">=": actual >= self.value,
+                        "<": actual < self.value, ">": actual > self.value}[self.op]
+        else:
+            equal = str(actual) == self.value
+        return equal if self.op == "==" else not equal
+
+    def __str__(self) -> str:
+        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
+        return f"{self.name}{self.op}{value}"
+
+
+def lookup(trial: FrozenTrial, name: str, objectives: Objectives) -> Any:
+    """An objective value, else a user attr, else a param; None when the trial has none."""
+    if name in objectives.names and trial.values is not None:
+        return trial.values[objectives.names.index(name)]
+    if name in trial.user_attrs:
+        return trial.user_attrs[name]
+    return trial.params.get(name)
+
+
+def apply_filters(trials: list[FrozenTrial], filters: list[Filter], objectives: Objectives) -> list[FrozenTrial]:
+    for f in filters:
+        if not any(lookup(t, f.name, objectives) is not None for t in trials):
+            raise UsageError(
+                f"--where {f}: no trial has {f.name!r} (objectives: {', '.join(objectives.names)}; "
+                "or a user attr such as size_kb, macs, energy_source; or a param such as family)"
+            )
+        trials = [t for t in trials if f.holds(lookup(t, f.name, objectives))]
+    return trials
+
+
+@dataclass(frozen=True)
+class Pick:
+    kind: str  # "knee", "max", "min", "weights"
+    name: str | None = None
+    weights: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Pick":
+        text = (text or "knee").strip()
+        if text == "knee":
+            return cls("knee")
+        kind, sep, rest = text.partition(":")
+        rest = rest.strip()
+        if sep and kind in ("max", "min") and rest:
+            return cls(kind, name=rest)
+        if sep and kind == "weights" and rest:
+            return cls("weights", weights=tuple(parse_assignments(rest, f"--pick {text}").items()))
+        raise UsageError(f"--pick {text!r}: use knee, max:OBJECTIVE, min:OBJECTIVE or weights:accuracy=1,latency_ms=0.5")
+
+    def __str__(self) -> str:
+        if self.kind == "weights":
+            return "weights:" + ",".join(f"{k}={v:g}" for k, v in self.weights)
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+
+def normalized(points: np.ndarray) -> np.ndarray:
+    """Minimization points scaled per column to [0, 1] (0 = best on the set); a constant column is 0."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    return (points - low) / span
+
+
+def knee_distances(front: list[FrozenTrial], objectives: Objectives) -> np.ndarray:
+    """Euclidean distance of each front trial to the ideal point, objectives normalized over the front."""
+    return np.linalg.norm(normalized(minimization_values(front, objectives)), axis=1)
+
+
+def _argbest(scores: np.ndarray, front: list[FrozenTrial], tiebreak: np.ndarray) -> FrozenTrial:
+    """Smallest score; ties go to the smaller knee distance, then the lower trial number."""
+    order = sorted(range(len(front)), key=lambda i: (round(float(scores[i]), 12), float(tiebreak[i]), front[i].number))
+    return front[order[0]]
+
+
+def pick_from(front: list[FrozenTrial], rule: Pick, objectives: Objectives) -> FrozenTrial:
+    knee = knee_distances(front, objectives)
+    if rule.kind == "knee":
+        return _argbest(knee, front, knee)
+    if rule.kind in ("max", "min"):
+        name = rule.name
+        if name in objectives.names:
+            column = np.array([t.values[objectives.names.index(name)] for t in front], dtype=float)
+        else:
+            column = np.array([_number(t.user_attrs.get(name)) for t in front], dtype=float)
+            if np.all(np.isnan(column)):
+                raise UsageError(
+                    f"--pick {rule}: unknown objective {name!r}; the study's objectives are {', '.join(objectives.names)}"
+                    " (numeric user attrs such as size_kb or macs work too)"
+                )
+        column = np.where(np.isnan(column), -np.inf if rule.kind == "max" else np.inf, column)
+        return _argbest(-column if rule.kind == "max" else column, front, knee)
+    # weights: weighted sum of objectives normalized over the front, larger is better.
+    goodness = 1.0 - normalized(minimization_values(front, objectives))  # 1 = best on the front
+    weights = np.zeros(len(objectives.names))
+    for name, weight in rule.weights:
+        weights[objectives.index(name, f"--pick {rule}")] = weight
+    return _argbest(-(goodness @ weights), front, knee)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def pick(study: optuna.Study, rule: str | Pick | None = None, where: list[str] | list[Filter] = ()) -> FrozenTrial:
+    """The trial `rule` picks from the front of the feasible trials that pass `where`."""
+    rule = rule if isinstance(rule, Pick) else Pick.parse(rule)
+    filters = [f if isinstance(f, Filter) else Filter.parse(f) for f in where]
+    objectives = objectives_of(study)
+    for name, _ in rule.weights:  # max:/min: names are checked on the front (user attrs work too)
+        objectives.index(name, f"--pick {rule}")
+    feasible = feasible_trials(study)
+    if not feasible:
+        total = len(study.get_trials(deepcopy=False))
+        raise UsageError(f"study {study.study_name!r} has no feasible COMPLETE trial yet ({total} trial(s) in all)")
+    candidates = apply_filters(feasible, filters, objectives)
+    if not candidates:
+        raise UsageError(
+            f"no feasible trial satisfies {' and '.join(str(f) for f in filters)} "
+            f"({len(feasible)} feasible trials in study {study.study_name!r})"
+        )
+    return pick_from(pareto_front(candidates, objectives), rule, objectives)
+
+
+def trial_record(trial: FrozenTrial, objectives: Objectives) -> dict:
+    """JSON-ready description of a trial: number, values by objective, params, user attrs."""
+    return {
+        "number": trial.number,
+        "values": dict(zip(objectives.names, trial.values or [])),
+        "params": dict(trial.params),
+        "user_attrs": dict(trial.user_attrs),
+    }

@@ -1,0 +1,250 @@
+"""Plots of a study's trials: pairwise 2-D scatters of every feasible trial with the
+Pareto front highlighted (and the knee marked), a 3-D scatter of the first three
+objectives, and the hypervolume over trials.
+
+`plot(report, path)` picks the backend from the suffix: `.html` → plotly (one
+self-contained, interactive file), `.png`/`.svg`/`.pdf` → matplotlib (Agg), the same
+panels in one figure. Objectives spanning more than 30× (all positive) get a log axis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+
+from search.errors import UsageError
+from search.front import FrontReport, knee_distances
+
+MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
+LOG_SPAN = 30.0
+FRONT_COLOR, TRIAL_COLOR, INFEASIBLE_COLOR, KNEE_COLOR = "#d62728", "#7f9fbf", "#bbbbbb", "#111111"
+
+
+def _columns(trials, n: int) -> np.ndarray:
+    return np.array([t.values for t in trials], dtype=float) if trials else np.empty((0, n))
+
+
+def _log_axis(column: np.ndarray) -> bool:
+    column = column[np.isfinite(column)]
+    return len(column) > 1 and column.min() > 0 and column.max() / column.min() > LOG_SPAN
+
+
+def _label(name: str, direction: str) -> str:
+    return f"{name} ({'↑' if direction == 'maximize' else '↓'} better)"
+
+
+def _infeasible(report: FrontReport) -> list:
+    feasible = {t.number for t in report.feasible}
+    return [
+        t for t in report.trials
+        if t.number not in feasible and t.state.name == "COMPLETE" and t.values is not None
+        and all(math.isfinite(v) for v in t.values)
+    ]
+
+
+def _knee(report: FrontReport):
+    if not report.front:
+        return None
+    distances = knee_distances(report.front, report.objectives)
+    return report.front[int(np.argmin(distances))]
+
+
+def check_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in (".html", *MATPLOTLIB_SUFFIXES):
+        raise UsageError(f"--plot {path}: use a .html (interactive) or .png/.svg/.pdf file")
+    if path.parent != Path("") and not path.parent.is_dir():
+        raise UsageError(f"--plot {path}: directory {path.parent} does not exist")
+    return path
+
+
+def plot(report: FrontReport, path: str | Path, title: str | None = None) -> Path:
+    path = check_path(path)
+    if not report.feasible:
+        raise UsageError("--plot: the study has no feasible COMPLETE trial to plot yet")
+    if path.suffix.lower() == ".html":
+        _plotly(report, path, title)
+    else:
+        _matplotlib(report, path, title)
+    return path
+
+
+def _pairs(n: int) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(n), 2))
+
+
+def _matplotlib(report: FrontReport, path: Path, title: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obj = report.objectives
+    n = len(obj.names)
+    pairs = _pairs(n)
+    panels = len(pairs) + (1 if n >= 3 else 0) + 1
+    cols = min(3, panels)
+    rows = math.ceil(panels / cols)
+    fig = plt.figure(figsize=(5.2 * cols, 4.4 * rows), layout="constrained")
+    feasible = _columns(report.feasible, n)
+    front = _columns(report.front, n)
+    infeasible = _columns(_infeasible(report), n)
+    knee = _knee(report)
+    k = np.array(knee.values, dtype=float) if knee is not None else None
+    logs = [_log_axis(np.concatenate([feasible[:, i], infeasible[:, i]])) for i in range(n)]
+
+    index = 1
+    for i, j in pairs:
+        ax = fig.add_subplot(rows, cols, index)
+        index += 1
+        if len(infeasible):
+            ax.scatter(infeasible[:, i], infeasible[:, j], marker="x", s=22, c=INFEASIBLE_COLOR, label="infeasible")
+        ax.scatter(feasible[:, i], feasible[:, j], s=22, c=TRIAL_COLOR, alpha=0.8, label="feasible trial")
+        ax.scatter(front[:, i], front[:, j], s=46, c=FRONT_COLOR, edgecolors="black", linewidths=0.5, label="Pareto front", zorder=3)
+        labels: dict[tuple[float, float], list[str]] = {}
+        for trial, point in zip(report.front, front):  # trials with equal values share one label
+            labels.setdefault((point[i], point[j]), []).append(str(trial.number))
+        for (x, y), numbers in labels.items():
+            ax.annotate(", ".join(numbers), (x, y), xytext=(6, 5), textcoords="offset points", fontsize=7)
+        if k is not None:
+            ax.scatter([k[i]], [k[j]], marker="o", s=190, facecolors="none", edgecolors=KNEE_COLOR, linewidths=1.6,
+                       label=f"knee (trial {knee.number})", zorder=4)
+        ax.set_xlabel(_label(obj.names[i], obj.directions[i]))
+        ax.set_ylabel(_label(obj.names[j], obj.directions[j]))
+        if logs[i]:
+            ax.set_xscale("log")
+        if logs[j]:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if index == 2:
+            ax.legend(fontsize=7, loc="best")
+    if n >= 3:
+        ax = fig.add_subplot(rows, cols, index, projection="3d")
+        index += 1
+        ax.scatter(feasible[:, 0], feasible[:, 1], feasible[:, 2], s=16, c=TRIAL_COLOR, alpha=0.7)
+        ax.scatter(front[:, 0], front[:, 1], front[:, 2], s=40, c=FRONT_COLOR, edgecolors="black", linewidths=0.5)
+        if k is not None:
+            ax.scatter([k[0]], [k[1]], [k[2]], marker="o", s=170, facecolors="none", edgecolors=KNEE_COLOR, linewidths=1.6)
+        ax.set_xlabel(obj.names[0], fontsize=8)
+        ax.set_ylabel(obj.names[1], fontsize=8)
+        ax.set_zlabel(obj.names[2], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title("first three objectives", fontsize=9)
+    ax = fig.add_subplot(rows, cols, index)
+    history = report.history()
+    if history:
+        numbers, volumes = zip(*history)
+        ax.step(numbers, volumes, where="post", color=FRONT_COLOR)
+        ax.scatter(numbers, volumes, s=10, color=FRONT_COLOR)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume")
+    ax.set_title("hypervolume over trials; ref " + _reference_text(report), fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title or _title(report), fontsize=11)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _reference_text(report: FrontReport) -> str:
+    return ", ".join(f"{name}={value:.4g}" for name, value in zip(report.objectives.names, report.reference))
+
+
+def _title(report: FrontReport) -> str:
+    return (
+        f"{len(report.front)} on the Pareto front of {len(report.feasible)} feasible trials "
+        f"({len(report.trials)} in all); hypervolume {report.hypervolume:.4g}"
+    )
+
+
+def _hover(trial, names) -> str:
+    params = trial.params
+    quant = params.get("quant_mode", params.get("quant_mode_transformer", ""))
+    lines = [f"trial {trial.number}"] + [f"{n}={v:.4g}" for n, v in zip(names, trial.values)]
+    lines.append(f"{params.get('family', '')}/{params.get('prune_kind', '')}/{quant}")
+    if "size_kb" in trial.user_attrs:
+        lines.append(f"size_kb={trial.user_attrs['size_kb']:.4g}")
+    return "<br>".join(lines)
+
+
+def _plotly(report: FrontReport, path: Path, title: str | None) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    obj = report.objectives
+    n = len(obj.names)
+    pairs = _pairs(n)
+    cells = [("xy", p) for p in pairs] + ([("scene", None)] if n >= 3 else []) + [("xy", "hv")]
+    cols = min(3, len(cells))
+    rows = math.ceil(len(cells) / cols)
+    specs = [[None] * cols for _ in range(rows)]
+    titles = []
+    for index, (kind, what) in enumerate(cells):
+        specs[index // cols][index % cols] = {"type": kind}
+        titles.append(
+            f"{obj.names[what[1]]} vs {obj.names[what[0]]}" if isinstance(what, tuple)
+            else "first three objectives" if kind == "scene" else "hypervolume over trials"
+        )
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=titles, horizontal_spacing=0.07, vertical_spacing=0.12)
+    on_front = {t.number for t in report.front}
+    groups = [
+        ("infeasible", _infeasible(report), dict(color=INFEASIBLE_COLOR, symbol="x", size=7)),
+        ("feasible trial", [t for t in report.feasible if t.number not in on_front], dict(color=TRIAL_COLOR, size=7)),
+        ("Pareto front", report.front, dict(color=FRONT_COLOR, size=10, line=dict(color="black", width=1))),
+    ]
+    knee = _knee(report)
+    if knee is not None:
+        groups.append((f"knee (trial {knee.number})", [knee],
+                       dict(color="rgba(0,0,0,0)", symbol="circle-open", size=18, line=dict(color=KNEE_COLOR, width=2))))
+    feasible = _columns(report.feasible, n)
+    logs = [_log_axis(feasible[:, i]) for i in range(n)]
+    for index, (kind, what) in enumerate(cells):
+        row, col = index // cols + 1, index % cols + 1
+        first = index == 0
+        if kind == "xy" and isinstance(what, tuple):
+            i, j = what
+            for name, trials, marker in groups:
+                if not trials:
+                    continue
+                values = _columns(trials, n)
+                fig.add_trace(
+                    go.Scatter(x=values[:, i], y=values[:, j], mode="markers", name=name, legendgroup=name,
+                               showlegend=first, marker=marker, text=[_hover(t, obj.names) for t in trials],
+                               hoverinfo="text"),
+                    row=row, col=col,
+                )
+            fig.update_xaxes(title_text=_label(obj.names[i], obj.directions[i]), type="log" if logs[i] else None, row=row, col=col)
+            fig.update_yaxes(title_text=_label(obj.names[j], obj.directions[j]), type="log" if logs[j] else None, row=row, col=col)
+        elif kind == "scene":
+            for name, trials, marker in groups:
+                if not trials:
+                    continue
+                values = _columns(trials, n)
+                marker3d = {k: v for k, v in marker.items() if k != "symbol"} | {"size": max(3, marker["size"] - 3)}
+                fig.add_trace(
+                    go.Scatter3d(x=values[:, 0], y=values[:, 1], z=values[:, 2], mode="markers", name=name,
+                                 legendgroup=name, showlegend=False, marker=marker3d,
+                                 text=[_hover(t, obj.names) for t in trials], hoverinfo="text"),
+                    row=row, col=col,
+                )
+            scene = next(k for k in fig.layout if k.startswith("scene"))  # the only scene
+            fig.layout[scene].update(xaxis_title=obj.names[0], yaxis_title=obj.names[1], zaxis_title=obj.names[2])
+        else:
+            history = report.history()
+            if history:
+                numbers, volumes = zip(*history)
+                fig.add_trace(
+                    go.Scatter(x=numbers, y=volumes, mode="lines+markers", line_shape="hv", name="hypervolume",
+                               showlegend=False, line=dict(color=FRONT_COLOR)),
+                    row=row, col=col,
+                )
+            fig.update_xaxes(title_text="trial number", row=row, col=col)
+            fig.update_yaxes(title_text=f"hypervolume (ref {_reference_text(report)})", row=row, col=col)
+    fig.update_layout(title=title or _title(report), height=430 * rows, width=480 * cols, template="plotly_white")
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+

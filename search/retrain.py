@@ -1,0 +1,305 @@
+"""Retrain an exported config from scratch and save a deployable model with its card.
+
+`retrain(config_path, out_dir)` loads the spec and its pinned `[params]`, rebuilds the
+trial config with `spaces.suggest(FixedTrial(params), ...)`, runs the whole trial
+pipeline again (train → prune → quantize) with the recorded seed, measures on the
+*test* split, and writes to `out_dir`:
+
+- `model.pt`: TorchScript (`torch.jit.trace`) of the final model, int8 ones included;
+  load it with `torch.jit.load("model.pt")`, no project code needed. If tracing
+  fails, or the traced model disagrees with the original, there is no `model.pt` and
+  the card says why.
+- `state_dict.pt`: the final model's state dict; `float_state_dict.pt` as well when
+  the model is quantized (the weights before int8 conversion).
+- `config.toml`: a copy of the exported config.
+- `model_card.json` and `model_card.md`: test-split values next to the search-time
+  (validation split) values of every objective, the other metrics, and the hardware of both runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from search.errors import UsageError
+
+MODEL_FILE = "model.pt"
+STATE_DICT_FILE = "state_dict.pt"
+FLOAT_STATE_DICT_FILE = "float_state_dict.pt"
+CARD_JSON = "model_card.json"
+CARD_MD = "model_card.md"
+# Metrics shown beside the objectives in the card (search-time user attrs vs retrained).
+CARD_METRICS = ("accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "size_kb", "params", "nonzero_params", "sparsity", "macs", "quantized", "energy_source", "latency_source")
+HARDWARE_KEYS = ("hostname", "cpu_model", "cpu_count", "torch_version", "quantized_engine", "measure_threads", "measure_batch_size")
+
+
+@dataclass
+class LoadedConfig:
+    path: Path
+    spec: Any  # search.spec.StudySpec
+    params: dict  # the Optuna params, as pinned in [params]
+    exported: dict  # the [exported] table ({} for a hand-written config)
+    seed: int
+
+
+@dataclass
+class RetrainReport:
+    out_dir: Path
+    card: dict
+    artifact_format: str  # "torchscript" or "state_dict"
+    artifact_note: str | None
+    files: list[Path] = field(default_factory=list)
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    from search.spec import load, read_toml
+
+    path = Path(path)
+    spec = load(path)
+    data = read_toml(path)
+    params = data.get("params")
+    if not isinstance(params, dict) or not params:
+        raise UsageError(f"{path}: no params table (the pinned trial params); write one with `paretune export STUDY --out {path.name}`")
+    exported = data.get("exported") if isinstance(data.get("exported"), dict) else {}
+    seed = exported.get("seed", (exported.get("attrs") or {}).get("seed", spec.seed))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UsageError(f"{path}: exported.seed must be an integer, but got {seed!r}")
+    return LoadedConfig(path, spec, params, exported, seed)
+
+
+def rebuild_config(loaded: LoadedConfig, task_kind: str) -> dict:
+    import optuna
+
+    import spaces
+
+    try:
+        return spaces.suggest(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"{loaded.path}: the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None
+
+
+def _predict(model, X: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(X), batch):
+            out.append(model(torch.from_numpy(X[start : start + batch])).argmax(dim=1).numpy())
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def trace(model, example, X_check: np.ndarray) -> tuple[Any | None, str | None]:
+    """TorchScript of `model`, checked to predict exactly like it on `X_check` (another
+    batch size than the example's); (None, why) when that cannot be had."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
+        return None, f"torch.jit.trace failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+    try:
+        agree = float(np.mean(_predict(traced, X_check) == _predict(model, X_check)))
+    except Exception as exc:  # noqa: BLE001
+        return None, f"the traced model does not run on a batch of {len(X_check)} ({type(exc).__name__})"
+    if agree < 1.0:
+        return None, f"the traced model agrees with the original on only {agree:.1%} of the test split"
+    return traced, None
+
+
+def _delta(retrained: Any, search: Any) -> float | None:
+    if isinstance(retrained, bool) or isinstance(search, bool):
+        return None
+    try:
+        value = float(retrained) - float(search)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact: dict) -> dict:
+    spec, exported = loaded.spec, loaded.exported
+    search_values = exported.get("values") or {}
+    search_attrs = exported.get("attrs") or {}
+    objectives = []
+    for name, direction in spec.objectives.items():
+        search = search_values.get(name, search_attrs.get(name))
+        objectives.append({
+            "name": name,
+            "direction": direction,
+            "search_val": search,
+            "retrained_test": metrics.get(name),
+            "delta": _delta(metrics.get(name), search),
+        })
+    others = [
+        {"name": key, "search_val": search_attrs.get(key), "retrained_test": metrics.get(key),
+         "delta": _delta(metrics.get(key), search_attrs.get(key))}
+        for key in CARD_METRICS
+        if key not in spec.objectives and (key in metrics or key in search_attrs)
+    ]
+    is_image = task.kind == "image"
+    return _jsonable({
+        "name": spec.name,
+        "source": {
+            "config": str(loaded.path),
+            "study": exported.get("study"),
+            "trial": exported.get("trial"),
+            "storage": exported.get("storage"),
+            "pick": exported.get("pick"),
+        },
+        "seed": loaded.seed,
+        "task": {
+            "name": task.name,
+            "kind": task.kind,
+            "input_shape": list(task.input_shape),
+            "n_classes": task.n_classes,
+            "test_samples": int(len(task.y_test)),
+            "input": (
+                "float32 tensor N×" + "×".join(map(str, task.input_shape)) + ", pixel values scaled to [0, 1]"
+                + (" (digits: the 0–16 pixel values divided by 16)" if task.name == "digits" else "")
+                if is_image
+                else "float32 tensor N×" + str(task.input_shape[0]) + ", features standardized with the training split's mean and std"
+            ),
+            "output": f"logits N×{task.n_classes}; the predicted class is argmax over dim 1",
+        },
+        "config": config,
+        "params": loaded.params,
+        "objectives": objectives,
+        "metrics": others,
+        "hardware": {
+            "search": {k: search_attrs.get(k) for k in HARDWARE_KEYS if k in search_attrs},
+            "retrained": {k: metrics.get(k) for k in HARDWARE_KEYS if k in metrics},
+        },
+        "artifact": artifact,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    })
+
+
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and signed:
+        return f"{value:+.4g}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def card_markdown(card: dict) -> str:
+    src, task, art = card["source"], card["task"], card["artifact"]
+    lines = [f"# Model card: {card['name']}", ""]
+    if src.get("study") is not None:
+        lines.append(f"Trial {src['trial']} of study `{src['study']}` ({src.get('storage') or 'storage unknown'})"
+                     + (f", picked by `{src['pick']}`" if src.get("pick") else "") + ".")
+    lines += [
+        f"Retrained from scratch from `{Path(src['config']).name}` with seed {card['seed']}.",
+        "",
+        "## Objectives",
+        "",
+        "Search time: validation split, measured during the search. Retrained: test split, measured now.",
+        "Latency and energy depend on the machine and on what else runs on it: compare them on the same hardware.",
+        "",
+        "| objective | direction | search (val) | retrained (test) | Δ |",
+        "|---|---|---|---|---|",
+    ]
+    for row in card["objectives"]:
+        lines.append(f"| {row['name']} | {row['direction']} | {_fmt(row['search_val'])} | {_fmt(row['retrained_test'])} | {_fmt(row['delta'], signed=True)} |")
+    lines += ["", "## Other metrics", "", "| metric | search (val) | retrained (test) |", "|---|---|---|"]
+    for row in card["metrics"]:
+        lines.append(f"| {row['name']} | {_fmt(row['search_val'])} | {_fmt(row['retrained_test'])} |")
+    hw_search, hw_now = card["hardware"]["search"], card["hardware"]["retrained"]
+    lines += ["", "## Hardware", "", "| | search | retrained |", "|---|---|---|"]
+    for key in HARDWARE_KEYS:
+        if key in hw_search or key in hw_now:
+            lines.append(f"| {key} | {_fmt(hw_search.get(key))} | {_fmt(hw_now.get(key))} |")
+    lines += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", "", "## Use", ""]
+    lines += [f"Input: {task['input']}. Output: {task['output']}.", ""]
+    if art["format"] == "torchscript":
+        lines += [f"`{art['file']}` (TorchScript) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}.", ""]
+        lines += [
+            "```python",
+            "import torch",
+            f"model = torch.jit.load(\"{art['file']}\")",
+            f"logits = model(x)  # x: float32, shape (N, {', '.join(map(str, task['input_shape']))})",
+            "```",
+        ]
+    else:
+        lines += [f"No TorchScript model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
+    return "\n".join(lines) + "\n"
+
+
+def retrain(
+    config_path: str | Path,
+    out_dir: str | Path,
+    *,
+    on_start: Callable[[LoadedConfig, dict], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> RetrainReport:
+    import torch
+
+    from search.data import load_task
+    from search.trial import run_pipeline
+
+    loaded = load_config(config_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    task = load_task(loaded.spec)
+    config = rebuild_config(loaded, task.kind)
+    if on_start is not None:
+        on_start(loaded, config)
+    result = run_pipeline(config, task, loaded.spec, loaded.seed, on_epoch=on_epoch, split="test")
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = result.model.eval()
+    files = []
+    example = torch.from_numpy(np.ascontiguousarray(task.X_train[:2]))
+    traced, note = trace(model, example, task.X_test)
+    if traced is not None:
+        torch.jit.save(traced, str(out / MODEL_FILE))
+        files.append(out / MODEL_FILE)
+        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None,
+                    "test_accuracy": float(np.mean(_predict(traced, task.X_test) == task.y_test))}
+    else:
+        (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
+        artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}
+    torch.save(model.state_dict(), out / STATE_DICT_FILE)
+    files.append(out / STATE_DICT_FILE)
+    if result.float_model is not result.model:
+        torch.save(result.float_model.state_dict(), out / FLOAT_STATE_DICT_FILE)
+        files.append(out / FLOAT_STATE_DICT_FILE)
+        artifact["float_state_dict"] = FLOAT_STATE_DICT_FILE
+    if loaded.path.resolve() != (out / "config.toml").resolve():
+        shutil.copyfile(loaded.path, out / "config.toml")
+    files.append(out / "config.toml")
+
+    card = build_card(loaded, task, config, result.metrics, artifact)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    (out / CARD_MD).write_text(card_markdown(card))
+    files += [out / CARD_JSON, out / CARD_MD]
+    return RetrainReport(out, card, artifact["format"], note, files)

@@ -1,0 +1,229 @@
+"""Fault injection with real processes: kill -9 the driver mid-search and resume,
+kill a trial worker, Ctrl-C, and bad objective values. No trial is ever lost or left
+RUNNING, and a resumed search never re-runs or duplicates a COMPLETE trial."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.searcher import AskTellSearcher, reconcile_running
+from search.spec import from_dict
+from tests.conftest import ROOT, tiny_spec_dict, write_toml
+
+BUDGET = 8
+FAST = {"families": ["mlp"], "width": [8, 16], "depth": [1, 2]}
+
+
+def fault_spec(tmp_path: Path, name: str, **budget) -> Path:
+    data = tiny_spec_dict(name=name, budget={"trials": BUDGET, "concurrency": 2, "epochs": 2, **budget})
+    data["space"]["architecture"] = FAST
+    return write_toml(tmp_path / f"{name}.toml", data)
+
+
+def states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def start_driver(spec: Path, url: str) -> subprocess.Popen:
+    # Its own session, so killing the group takes the driver and the local Ray it started.
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", "launch", str(spec), "--storage", url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 240, every: float = 0.3) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            pass
+        time.sleep(every)
+    return False
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+# Kill points: while the first trials run (nothing COMPLETE yet), then after 3 and 5
+# COMPLETE trials; each kill lands on a resume of the previous one.
+KILL_POINTS = [0, 3, 5]
+
+
+def test_kill_driver_repeatedly_then_resume_converges(tmp_path):
+    spec = fault_spec(tmp_path, "killed")
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    matrix = []
+    for complete_at_kill in KILL_POINTS:
+        proc = start_driver(spec, url)
+
+        def reached() -> bool:
+            trials = states(url, "killed")
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            return complete >= complete_at_kill and running > 0
+
+        assert wait_for(reached), proc.communicate()[0][-3000:]
+        kill_group(proc)
+        trials = states(url, "killed")
+        matrix.append((complete_at_kill, sum(t.state == TrialState.RUNNING for t in trials)))
+    final = subprocess.run(
+        [sys.executable, "-m", "search", "launch", str(spec), "--storage", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "resuming" in final.stdout
+    trials = states(url, "killed")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == BUDGET
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # Every trial a kill left RUNNING is FAIL with the reason; none was lost or re-run.
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == sum(running for _, running in matrix)
+    assert all(t.user_attrs["fail_reason"].startswith("interrupted") for t in interrupted)
+    param_sets = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(param_sets)) == len(param_sets)
+    # The front is computed from COMPLETE trials only.
+    study = optuna.load_study(study_name="killed", storage=url)
+    assert {t.number for t in study.best_trials} <= {t.number for t in complete}
+    print("kill matrix (complete at kill, left RUNNING):", matrix)
+
+
+def worker_pids() -> set[int]:
+    """Processes of Ray trial actors (their title starts with ray::ImplicitFunc)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
+    from search.launch import launch
+
+    spec = from_dict(tiny_spec_dict(name="worker-kill", budget={"trials": 4, "concurrency": 2, "epochs": 4, "max_retries": 1}))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    killed: list[int] = []
+    from search.storage import open_storage
+
+    open_storage(url)  # create the schema before the watcher thread reads it
+
+    def killer() -> None:
+        def running() -> bool:
+            return any(t.state == TrialState.RUNNING for t in states(url, "worker-kill")) and bool(worker_pids())
+
+        if wait_for(running, timeout=120, every=0.1):
+            time.sleep(0.5)  # inside a trial's training
+            pid = sorted(worker_pids())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    summary = launch(spec, storage_url=url)
+    thread.join(timeout=5)
+    assert killed, "no trial worker was found to kill"
+    trials = states(url, "worker-kill")
+    assert summary.complete == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # The killed trial was retried by Ray (max_retries=1) and ended COMPLETE or FAIL.
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    spec = fault_spec(tmp_path, "ctrlc", trials=30)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    proc = start_driver(spec, url)
+    assert wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in states(url, "ctrlc")) >= 1)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    assert "resume with:" in output and "paretune launch" in output
+    trials = states(url, "ctrlc")
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 1
+
+
+# --- bad values reported by a trial -------------------------------------------------
+
+FINITE = {"accuracy": 0.9, "latency_ms": 1.0, "energy_mj": 2.0, "size_kb": 3.0}
+BAD_RESULTS = [
+    ("nan", {**FINITE, "latency_ms": float("nan")}, "latency_ms is not finite"),
+    ("inf", {**FINITE, "energy_mj": float("inf")}, "energy_mj is not finite"),
+    ("-inf", {**FINITE, "accuracy": float("-inf")}, "accuracy is not finite"),
+    ("none", {**FINITE, "accuracy": None}, "accuracy missing"),
+    ("missing", {"accuracy": 0.9}, "latency_ms missing"),
+    ("not-a-number", {**FINITE, "latency_ms": "fast"}, "not a number"),
+    ("raised", {"fail_reason": "ValueError: boom"}, "ValueError: boom"),
+    ("empty", {}, "no result reported"),
+]
+
+
+@pytest.fixture
+def searcher():
+    spec = from_dict(tiny_spec_dict(name="values"))
+    study = optuna.create_study(directions=spec.directions)
+    return AskTellSearcher(study, spec, "image", budget=20, max_failed=20)
+
+
+@pytest.mark.parametrize("label,result,reason", BAD_RESULTS, ids=[b[0] for b in BAD_RESULTS])
+def test_bad_values_become_fail_with_reason(searcher, label, result, reason):
+    config = searcher.suggest("t1")
+    assert set(config) == {"params", "seed", "number"}
+    searcher.on_trial_complete("t1", result)
+    (trial,) = searcher.study.get_trials()
+    assert trial.state == TrialState.FAIL
+    assert reason in trial.user_attrs["fail_reason"]
+    assert searcher.failed == 1 and searcher.complete == 0
+
+
+def test_worker_error_is_fail_and_finite_values_complete(searcher):
+    searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("a", None, error=True)
+    searcher.on_trial_complete("b", dict(FINITE))
+    failed, done = searcher.study.get_trials()
+    assert failed.state == TrialState.FAIL and "worker failed" in failed.user_attrs["fail_reason"]
+    assert done.state == TrialState.COMPLETE and done.values == [0.9, 1.0, 2.0]
+    assert done.user_attrs["size_kb"] == 3.0
+
+
+def test_close_and_reconcile_leave_nothing_running(searcher):
+    searcher.suggest("a"), searcher.suggest("b")
+    assert searcher.close() == 2
+    searcher.study.ask()  # a trial some dead driver left behind
+    assert reconcile_running(searcher.study) == 1
+    assert {t.state for t in searcher.study.get_trials()} == {TrialState.FAIL}
+
+
+def test_budget_counts_complete_trials_and_failures_free_slots(searcher):
+    searcher.budget = 2
+    searcher.suggest("a"), searcher.suggest("b")
+    assert searcher.suggest("c") is None  # two in flight fill the budget
+    searcher.on_trial_complete("a", {"fail_reason": "x"})
+    assert isinstance(searcher.suggest("c"), dict)  # the failure freed a slot
+    searcher.on_trial_complete("b", dict(FINITE)), searcher.on_trial_complete("c", dict(FINITE))
+    assert searcher.suggest("d") == AskTellSearcher.FINISHED
+    assert searcher.complete == 2 and math.isclose(searcher.study.best_trials[0].values[0], 0.9)

@@ -1,0 +1,252 @@
+"""Pareto front, hypervolume and pick rules on small hand-made studies.
+
+The hand study (accuracy max, latency_ms min, energy_mj min; constraint size_kb <= 100):
+
+    trial  state     accuracy latency energy size_kb  note
+    0      COMPLETE  0.90     1.0     5.0    40       front (knee; tie with 5)
+    1      COMPLETE  0.95     2.0     6.0    60       front
+    2      COMPLETE  0.85     0.5     4.0    10       front (fastest, least energy)
+    3      COMPLETE  0.88     1.2     5.5    30       dominated by 0
+    4      COMPLETE  0.97     3.0     8.0    90       front (most accurate)
+    5      COMPLETE  0.90     1.0     5.0    40       same values as 0: front too
+    6      FAIL
+    7      COMPLETE  0.99     inf     1.0    20       non-finite: never on the front
+    8      COMPLETE  0.99     0.4     3.0    150      violates (stored violation): never on the front
+    9      COMPLETE  0.99     0.3     2.0    200      violates (spec constraint, no stored attr)
+    10     PRUNED
+    11     COMPLETE  0.99     0.2    -inf    20       non-finite
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from search import front
+from search.errors import UsageError
+from search.spec import from_dict, to_toml_dict
+from tests.conftest import run_cli, tiny_spec_dict
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+INF = math.inf
+ROWS = [
+    (0, "COMPLETE", (0.90, 1.0, 5.0), 40, "mlp"),
+    (1, "COMPLETE", (0.95, 2.0, 6.0), 60, "mobilenet"),
+    (2, "COMPLETE", (0.85, 0.5, 4.0), 10, "mlp"),
+    (3, "COMPLETE", (0.88, 1.2, 5.5), 30, "mlp"),
+    (4, "COMPLETE", (0.97, 3.0, 8.0), 90, "mobilenet"),
+    (5, "COMPLETE", (0.90, 1.0, 5.0), 40, "mobilenet"),
+    (6, "FAIL", None, None, "mlp"),
+    (7, "COMPLETE", (0.99, INF, 1.0), 20, "mlp"),
+    (8, "COMPLETE", (0.99, 0.4, 3.0), 150, "mlp"),
+    (9, "COMPLETE", (0.99, 0.3, 2.0), 200, "mlp"),
+    (10, "PRUNED", None, None, "mlp"),
+    (11, "COMPLETE", (0.99, 0.2, -INF), 20, "mlp"),
+]
+EXPECTED_FRONT = [0, 1, 2, 4, 5]
+
+
+def add(study, state, values=None, user_attrs=None, params=None):
+    distributions = {"family": optuna.distributions.CategoricalDistribution(["mlp", "mobilenet"])}
+    study.add_trial(
+        create_trial(
+            state=TrialState[state],
+            values=list(values) if values is not None else None,
+            params=params or {},
+            distributions={k: distributions[k] for k in (params or {})},
+            user_attrs=user_attrs or {},
+        )
+    )
+
+
+def hand_study(storage: str = "sqlite:///:memory:", name: str = "hand") -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms", "energy_mj"])
+    study.set_user_attr("spec", to_toml_dict(from_dict(tiny_spec_dict(name=name, constraints=["size_kb <= 100"]))))
+    for number, state, values, size, family in ROWS:
+        attrs = {"fail_reason": "boom"} if state == "FAIL" else {}
+        if values is not None:
+            attrs.update(accuracy=values[0], latency_ms=values[1], energy_mj=values[2], size_kb=float(size))
+            if number != 9:  # trial 9 has no stored violation: the spec's constraint decides
+                attrs["constraints"] = [size - 100.0]
+        add(study, state, values, attrs, {"family": family})
+    return study
+
+
+def brute_force_front(study) -> list[int]:
+    """Feasible = COMPLETE, finite, size_kb <= 100; front = not dominated by another feasible trial."""
+    signs = [-1 if d.name == "MAXIMIZE" else 1 for d in study.directions]
+    feasible = [
+        t for t in study.trials
+        if t.state == TrialState.COMPLETE and all(math.isfinite(v) for v in t.values) and t.user_attrs["size_kb"] <= 100
+    ]
+
+    def dominated_by(a, b):
+        va = [s * v for s, v in zip(signs, a.values)]
+        vb = [s * v for s, v in zip(signs, b.values)]
+        return all(y <= x for x, y in zip(va, vb)) and any(y < x for x, y in zip(va, vb))
+
+    return sorted(t.number for t in feasible if not any(dominated_by(t, u) for u in feasible if u is not t))
+
+
+def test_front_matches_brute_force_and_excludes_fail_nonfinite_infeasible():
+    study = hand_study()
+    numbers = [t.number for t in front.study_front(study)]
+    assert numbers == brute_force_front(study) == EXPECTED_FRONT
+    report = front.report(study)
+    assert sorted(t.number for t in report.feasible) == [0, 1, 2, 3, 4, 5]
+    assert report.excluded() == {"FAIL": 1, "PRUNED": 1, "non-finite value": 2, "violates constraints": 2}
+
+
+def test_front_matches_brute_force_on_random_studies():
+    import random
+
+    rng = random.Random(7)
+    for directions in (["maximize", "minimize"], ["minimize", "minimize", "maximize"]):
+        study = optuna.create_study(directions=directions)
+        for _ in range(40):
+            # Coarse values so ties and duplicates happen.
+            study.add_trial(create_trial(values=[rng.randint(0, 6) / 2 for _ in directions], user_attrs={"size_kb": 1.0}))
+        objectives = front.objectives_of(study)
+        got = [t.number for t in front.pareto_front(study.trials, objectives)]
+        assert got == brute_force_front(study)
+        assert 1 <= len(got) < 40
+
+
+def two_objective_study():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms"])
+    for values in ((0.9, 1.0), (0.8, 0.5), (0.7, 1.0), (0.6, 0.2)):
+        study.add_trial(create_trial(values=list(values)))
+    return study
+
+
+def test_reference_point_and_hypervolume_by_hand():
+    study = two_objective_study()
+    report = front.report(study)
+    assert [t.number for t in report.front] == [0, 1, 3]
+    # Worst feasible value widened by 10% of the range: accuracy 0.6 - 0.03, latency 1.0 + 0.08.
+    assert report.reference == pytest.approx([0.57, 1.08])
+    # Staircase: 0.1 * 0.08 + 0.2 * 0.58 + 0.03 * 0.88
+    assert report.hypervolume == pytest.approx(0.1504)
+    given = front.report(study, {"accuracy": 0.5, "latency_ms": 2.0})
+    assert given.reference == [0.5, 2.0]
+    assert given.hypervolume == pytest.approx(0.1 * 1.0 + 0.2 * 1.5 + 0.1 * 1.8)
+    # Part given: the rest follows the default rule.
+    partial = front.report(study, {"latency_ms": 2.0})
+    assert partial.reference == pytest.approx([0.57, 2.0])
+    # Points not better than the reference add nothing.
+    assert front.report(study, {"accuracy": 0.85, "latency_ms": 2.0}).hypervolume == pytest.approx(0.05 * 1.0)
+
+
+def test_hypervolume_three_objectives_and_history():
+    study = hand_study()
+    report = front.report(study, {"accuracy": 0.8, "latency_ms": 4.0, "energy_mj": 10.0})
+    # Trial 4 alone: 0.17 x 1 x 2; the union of all front boxes is larger but below the sum.
+    boxes = [(0.10, 3.0, 5.0), (0.15, 2.0, 4.0), (0.05, 3.5, 6.0), (0.17, 1.0, 2.0)]
+    assert max(a * b * c for a, b, c in boxes) < report.hypervolume < sum(a * b * c for a, b, c in boxes)
+    history = report.history()
+    assert [n for n, _ in history] == list(range(12))
+    volumes = [v for _, v in history]
+    assert volumes[0] == pytest.approx(0.10 * 3.0 * 5.0)
+    assert all(b >= a - 1e-12 for a, b in zip(volumes, volumes[1:]))
+    assert volumes[-1] == pytest.approx(report.hypervolume)
+    assert volumes[3] == pytest.approx(volumes[2])  # trial 3 is dominated: adds nothing
+
+
+@pytest.mark.parametrize(
+    "rule,where,expected",
+    [
+        ("knee", [], 0),  # distances to the ideal: 0.665 (0, 5), 0.799 (1), 1.0 (2), 1.414 (4); tie → lower number
+        (None, [], 0),
+        ("max:accuracy", [], 4),
+        ("min:latency_ms", [], 2),
+        ("min:energy_mj", [], 2),
+        ("weights:accuracy=1", [], 4),
+        ("weights:accuracy=2,latency_ms=1", [], 1),  # 2*0.833+0.4 = 2.07 beats 2*1+0 = 2.0
+        ("weights:accuracy=1,latency_ms=1,energy_mj=1", [], 2),
+        ("max:accuracy", ["latency_ms<=1.5"], 0),
+        ("min:latency_ms", ["accuracy>=0.93"], 1),
+        ("knee", ["family==mobilenet"], 1),  # front {1, 4, 5}: distances 0.665, 1.414, 1.0
+        ("max:accuracy", ["size_kb<50"], 0),  # user attr filter
+        ("min:size_kb", [], 2),  # a numeric user attr as the pick key
+    ],
+)
+def test_pick_rules(rule, where, expected):
+    assert front.pick(hand_study(), rule, where).number == expected
+
+
+@pytest.mark.parametrize(
+    "rule,where,message",
+    [
+        ("knee", ["accuracy>=0.98"], "no feasible trial satisfies accuracy>=0.98"),  # only infeasible trials reach it
+        ("max:flops", [], "unknown objective 'flops'"),
+        ("weights:accuracy=1,flops=2", [], "unknown objective 'flops'"),
+        ("best", [], "use knee, max:OBJECTIVE"),
+        ("knee", ["flops<=3"], "no trial has 'flops'"),
+        ("knee", ["latency_ms<=fast"], "needs a number"),
+    ],
+)
+def test_pick_errors_are_usage_errors(rule, where, message):
+    with pytest.raises(UsageError, match=message):
+        front.pick(hand_study(), rule, where)
+
+
+def test_cli_front_json_and_png(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hand.db'}"
+    study = hand_study(url)
+    png = tmp_path / "front.png"
+    result = run_cli("front", "hand", "--storage", url, "--json", "--plot", str(png), timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert sorted(r["number"] for r in records) == brute_force_front(study)
+    assert [r["number"] for r in records][0] == 4  # sorted by the first objective, best first
+    assert records[0]["values"] == {"accuracy": 0.97, "latency_ms": 3.0, "energy_mj": 8.0}
+    assert records[0]["user_attrs"]["size_kb"] == 90.0 and records[0]["params"] == {"family": "mobilenet"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    table = run_cli("front", "hand", "--storage", url, "--reference", "accuracy=0.8,latency_ms=4,energy_mj=10", timeout=120)
+    assert table.returncode == 0, table.stderr
+    expected_hv = front.report(study, {"accuracy": 0.8, "latency_ms": 4.0, "energy_mj": 10.0}).hypervolume
+    assert f"hypervolume {expected_hv:.6g}" in table.stdout
+    assert "5 on the Pareto front of 6 feasible trials (12 in all" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["export", "hand", "--out", "{tmp}/x.toml", "--where", "accuracy>=0.98"], "no feasible trial satisfies"),
+        (["export", "hand", "--out", "{tmp}/x.toml", "--pick", "max:flops"], "unknown objective 'flops'"),
+        (["front", "nope"], "study 'nope' not found"),
+    ],
+    ids=["impossible filter", "unknown objective", "unknown study"],
+)
+def test_cli_usage_errors_are_one_line(tmp_path, args, message):
+    url = f"sqlite:///{tmp_path / 'hand.db'}"
+    hand_study(url)
+    result = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], "--storage", url, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_html_plot_is_written(tmp_path):
+    from search.plots import plot
+
+    path = plot(front.report(hand_study()), tmp_path / "front.html")
+    text = path.read_text()
+    assert "Pareto front" in text and "knee (trial 0)" in text and "plotly" in text.lower()
+
+
+def test_plot_rejects_unknown_suffix(tmp_path):
+    from search.plots import plot
+
+    with pytest.raises(UsageError, match="use a .html"):
+        plot(front.report(hand_study()), tmp_path / "front.jpg")

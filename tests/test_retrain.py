@@ -1,0 +1,153 @@
+"""Round trip: a trial of the tiny spec → study → `paretune export` → `paretune train`
+→ a TorchScript model that a fresh Python process loads and runs on the test split."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import optuna
+import pytest
+
+import spaces
+from search.data import load_task
+from search.spec import to_toml_dict
+from search.trial import run_pipeline
+from tests.conftest import run_cli
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# An MLP, no pruning, static int8 quantization: every Optuna param of the tiny spec pinned.
+PARAMS = {
+    "family": "mlp", "width": 16, "depth": 1, "batch_norm": True,
+    "optimizer": "adam", "lr": 0.01, "schedule": "constant", "batch_size": 32,
+    "weight_decay": 1e-5, "dropout": 0.0, "label_smoothing": 0.0, "use_l1": False,
+    "prune_kind": "none", "quant_mode": "static",
+}
+SEED = 5
+# Search-time accuracy is on the validation split, the retrained one on the test split
+# (72 vs 360 images apart): the same model scores within this of itself on both.
+ACCURACY_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One real trial run in-process and recorded in a study, as the searcher records it."""
+    from search.spec import from_dict
+    from tests.conftest import tiny_spec_dict
+
+    tmp = tmp_path_factory.mktemp("retrain")
+    spec = from_dict(tiny_spec_dict())
+    task = load_task(spec)
+    config = spaces.suggest(optuna.trial.FixedTrial(PARAMS), spec, task.kind)
+    result = run_pipeline(config, task, spec, SEED)
+    metrics = result.metrics
+
+    url = f"sqlite:///{tmp / 'tiny.db'}"
+    study = optuna.create_study(study_name=spec.name, storage=url, directions=spec.directions)
+    study.set_user_attr("objectives", spec.objective_names)
+    study.set_user_attr("spec", to_toml_dict(spec))
+    study.enqueue_trial(PARAMS)
+    trial = study.ask()
+    assert spaces.suggest(trial, spec, task.kind) == config
+    trial.set_user_attr("seed", SEED)
+    for key in ("accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "latency_source",
+                "size_kb", "params", "macs", "quantized", "hostname", "cpu_model"):
+        trial.set_user_attr(key, metrics[key])
+    study.tell(trial, [metrics[name] for name in spec.objective_names])
+    return {"tmp": tmp, "url": url, "spec": spec, "task": task, "metrics": metrics, "model": result.model}
+
+
+@pytest.mark.slow
+def test_export_train_and_load_in_a_fresh_process(searched):
+    tmp, metrics, task = searched["tmp"], searched["metrics"], searched["task"]
+    assert metrics["quantized"] is True and metrics["accuracy"] > 0.5
+
+    config_path = tmp / "best.toml"
+    exported = run_cli("export", "tiny", "--storage", searched["url"], "--out", str(config_path), timeout=180)
+    assert exported.returncode == 0, exported.stderr
+    assert tomllib.loads(config_path.read_text())["params"] == PARAMS
+
+    out = tmp / "model"
+    trained = run_cli("train", str(config_path), "--out", str(out), timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    assert "TorchScript" in trained.stdout and "seed 5" in trained.stdout
+
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["seed"] == SEED and card["source"]["trial"] == 0 and card["config"]["quant_mode"] == "static"
+    rows = {row["name"]: row for row in card["objectives"]}
+    assert set(rows) == {"accuracy", "latency_ms", "energy_mj"}
+    assert rows["accuracy"]["search_val"] == pytest.approx(metrics["accuracy"])
+    retrained = rows["accuracy"]["retrained_test"]
+    assert abs(retrained - metrics["accuracy"]) <= ACCURACY_TOLERANCE
+    # Same seed, same single-threaded pipeline: the retrained model is the searched one,
+    # so its test accuracy matches the in-process model's within a few images.
+    from objectives import accuracy
+
+    in_process = accuracy.measure(searched["model"], task.X_test, task.y_test).value
+    assert abs(retrained - in_process) <= 3 / len(task.y_test)
+    assert rows["latency_ms"]["retrained_test"] > 0 and rows["energy_mj"]["retrained_test"] > 0
+    assert card["artifact"]["format"] == "torchscript"
+    markdown = (out / "model_card.md").read_text()
+    assert "| accuracy | maximize |" in markdown and "search (val)" in markdown and "retrained (test)" in markdown
+    for name in ("model.pt", "state_dict.pt", "float_state_dict.pt", "config.toml"):
+        assert (out / name).is_file(), name
+
+    # A fresh interpreter with torch only: load the TorchScript model, predict the test split.
+    np.savez(tmp / "test_split.npz", X=task.X_test, y=task.y_test)
+    script = (
+        "import sys, numpy as np, torch\n"
+        "model = torch.jit.load(sys.argv[1])\n"
+        "data = np.load(sys.argv[2])\n"
+        "with torch.inference_mode():\n"
+        "    pred = model(torch.from_numpy(data['X'])).argmax(1).numpy()\n"
+        "print((pred == data['y']).mean())\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", script, str(out / "model.pt"), str(tmp / "test_split.npz")],
+        capture_output=True, text=True, timeout=120, cwd=tmp,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    loaded_accuracy = float(fresh.stdout.strip().splitlines()[-1])
+    assert loaded_accuracy > 0.5  # 10 classes: chance is 0.1
+    assert loaded_accuracy == pytest.approx(card["artifact"]["test_accuracy"])
+    assert loaded_accuracy == pytest.approx(retrained, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
+    import torch
+
+    from search import export as exporter
+    from search import retrain
+    from search.storage import load_study
+
+    study = load_study(searched["url"], "tiny")
+    config_path = exporter.export(study, study.trials[0], searched["url"], tmp_path / "best.toml")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.pt").write_text("stale")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    report = retrain.retrain(config_path, tmp_path / "model")
+    assert report.artifact_format == "state_dict"
+    assert "torch.jit.trace failed (RuntimeError: cannot trace this)" in report.artifact_note
+    assert not (tmp_path / "model" / "model.pt").exists()
+    assert (tmp_path / "model" / "state_dict.pt").is_file()
+    assert "No TorchScript model: torch.jit.trace failed" in (tmp_path / "model" / "model_card.md").read_text()
+
+
+def test_train_without_params_is_a_usage_error(tmp_path):
+    from tests.conftest import tiny_spec_dict, write_toml
+
+    path = write_toml(tmp_path / "plain.toml", tiny_spec_dict())
+    result = run_cli("train", str(path), "--out", str(tmp_path / "m"), timeout=120)
+    assert result.returncode == 2
+    assert "no params table" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
