@@ -338,7 +338,8 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        # markup=False: a "[section]" in a message is text, not Rich markup.
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted", highlight=False)

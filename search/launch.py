@@ -24,6 +24,7 @@ from search.errors import UsageError
 from search.samplers import make_sampler
 from search.searcher import AskTellSearcher, reconcile_running
 from search.spec import StudySpec
+from spaces import distillation
 
 # Tune's default CSV/JSON/TensorBoard loggers cost time per trial and duplicate what
 # the Optuna storage keeps.
@@ -114,6 +115,7 @@ def run_trials(
     study: optuna.Study,
     *,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    teacher: dict | None = None,
 ) -> AskTellSearcher:
     from ray import tune
 
@@ -129,7 +131,7 @@ def run_trials(
         on_told=on_told,
     )
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    runnable = tune.with_resources(tune.with_parameters(trainable, task=task, spec=spec), resources)
+    runnable = tune.with_resources(tune.with_parameters(trainable, task=task, spec=spec, teacher=teacher), resources)
     tune_dir = tempfile.mkdtemp(prefix="paretune-tune-")
     tuner = tune.Tuner(
         runnable,
@@ -167,9 +169,12 @@ def launch(
     study, reconciled = open_study(spec, storage_url)
     if on_start is not None:
         on_start(study, reconciled)
+    # Trained once here; `tune.with_parameters` ships it to every worker through the
+    # object store, so no trial retrains it.
+    teacher = distillation.prepare_teacher(spec, task)
     started_ray = init_ray(address)
     try:
-        searcher = run_trials(spec, task, study, on_told=on_told)
+        searcher = run_trials(spec, task, study, on_told=on_told, teacher=teacher)
     finally:
         if started_ray:
             import ray

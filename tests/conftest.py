@@ -42,6 +42,21 @@ def tiny_spec_dict(**overrides) -> dict:
     return spec
 
 
+def sample_many(spec, n=60, task_kind="image", seed=1) -> list[dict]:
+    """`n` configs drawn by a seeded random sampler through `spaces.suggest`."""
+    import optuna
+
+    import spaces
+
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        configs.append(spaces.suggest(trial, spec, task_kind))
+        study.tell(trial, 0.0)
+    return configs
+
+
 @pytest.fixture
 def tiny_spec():
     from search.spec import from_dict

@@ -75,3 +75,24 @@ def test_diverging_trials_fail_with_reason_and_search_goes_on(ray_local, tmp_pat
     assert summary.failed_this_run in (3, 4) and summary.complete == 0 and not summary.interrupted
     assert [t.state for t in trials] == [TrialState.FAIL] * summary.failed_this_run
     assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
+
+
+def test_study_teacher_is_trained_once_and_shipped_to_the_trials(ray_local, tmp_path):
+    spec = from_dict(
+        tiny_spec_dict(
+            name="kd",
+            budget={"trials": 2},
+            space={
+                **tiny_spec_dict()["space"],
+                "distillation": {"enabled": True, "teacher_width": 8, "teacher_depth": 1, "teacher_epochs": 2},
+                "runtime": {"enabled": True, "runtimes": ["torchscript"]},
+            },
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'kd.db'}"
+    assert launch(spec, storage_url=url).complete == 2
+    for t in optuna.load_study(study_name="kd", storage=url).get_trials():
+        assert "kd_alpha" in t.params
+        # "study": the launcher's teacher reached the worker; "process" would mean it was retrained there.
+        assert t.user_attrs["teacher_source"] == "study"
+        assert t.user_attrs["runtime"] == "torchscript"

@@ -13,7 +13,7 @@ from search.data import load_task
 from search.spec import from_dict
 from search.train import calibration_batches, train
 from spaces import architecture, pruning, quantization, regularization, schedule
-from tests.conftest import tiny_spec_dict
+from tests.conftest import sample_many, tiny_spec_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -21,16 +21,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.fixture(scope="module")
 def digits():
     return load_task(from_dict(tiny_spec_dict()))
-
-
-def sample_many(spec, n=60, task_kind="image"):
-    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=1))
-    configs = []
-    for _ in range(n):
-        trial = study.ask()
-        configs.append(spaces.suggest(trial, spec, task_kind))
-        study.tell(trial, 0.0)
-    return configs
 
 
 def test_suggest_respects_bounds_and_conditions():
