@@ -290,7 +290,14 @@ def train(
             retrainer._fmt(row.get("delta"), signed=True),
         )
     console.print(table)
-    if report.artifact_format == "torchscript":
+    if report.artifact_format == "onnx":
+        console.print(
+            f"model: {out / retrainer.ONNX_FILE} (ONNX Runtime, the runtime it was measured on; test accuracy "
+            f"{card['artifact']['test_accuracy']:.4f}; load with onnxruntime.InferenceSession)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif report.artifact_format == "torchscript":
         console.print(
             f"model: {out / retrainer.MODEL_FILE} (TorchScript, test accuracy {card['artifact']['test_accuracy']:.4f}; "
             f"load with torch.jit.load)",

@@ -9,6 +9,9 @@ pipeline again (train → prune → quantize) with the recorded seed, measures o
   load it with `torch.jit.load("model.pt")`, no project code needed. If tracing
   fails, or the traced model disagrees with the original, there is no `model.pt` and
   the card says why.
+- `model.onnx`: for a trial whose runtime is ONNX Runtime, the very model (int8 by
+  ONNX Runtime's quantizer where the trial quantized) its latency was measured on;
+  it is then the primary artifact.
 - `state_dict.pt`: the final model's state dict; `float_state_dict.pt` as well when
   the model is quantized (the weights before int8 conversion).
 - `config.toml`: a copy of the exported config.
@@ -31,6 +34,7 @@ import numpy as np
 from search.errors import UsageError
 
 MODEL_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
 STATE_DICT_FILE = "state_dict.pt"
 FLOAT_STATE_DICT_FILE = "float_state_dict.pt"
 CARD_JSON = "model_card.json"
@@ -53,7 +57,7 @@ class LoadedConfig:
 class RetrainReport:
     out_dir: Path
     card: dict
-    artifact_format: str  # "torchscript" or "state_dict"
+    artifact_format: str  # "onnx", "torchscript" or "state_dict"
     artifact_note: str | None
     files: list[Path] = field(default_factory=list)
 
@@ -239,7 +243,19 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {key} | {_fmt(hw_search.get(key))} | {_fmt(hw_now.get(key))} |")
     lines += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", "", "## Use", ""]
     lines += [f"Input: {task['input']}. Output: {task['output']}.", ""]
-    if art["format"] == "torchscript":
+    if art["format"] == "onnx":
+        lines += [f"`{art['file']}` (ONNX Runtime, the runtime it was measured on) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}.", ""]
+        lines += [
+            "```python",
+            "import onnxruntime",
+            f"session = onnxruntime.InferenceSession(\"{art['file']}\")",
+            f"logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {', '.join(map(str, task['input_shape']))})",
+            "```",
+        ]
+        art = art["torchscript"]
+        if art["format"] == "torchscript":
+            lines += ["", f"The torch model is also in `{art['file']}` (TorchScript)."]
+    elif art["format"] == "torchscript":
         lines += [f"`{art['file']}` (TorchScript) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}.", ""]
         lines += [
             "```python",
@@ -251,6 +267,18 @@ def card_markdown(card: dict) -> str:
     else:
         lines += [f"No TorchScript model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
     return "\n".join(lines) + "\n"
+
+
+def _save_onnx_runner(runner, out: Path, task) -> dict | None:
+    """Save the ONNX Runtime model the trial was measured on; None for other runtimes."""
+    from spaces.runtime import OrtModule
+
+    if not isinstance(runner, OrtModule):
+        (out / ONNX_FILE).unlink(missing_ok=True)
+        return None
+    runner.save(out / ONNX_FILE)
+    return {"format": "onnx", "file": ONNX_FILE, "note": None,
+            "test_accuracy": float(np.mean(_predict(runner, task.X_test) == task.y_test))}
 
 
 def retrain(
@@ -290,6 +318,10 @@ def retrain(
         artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}
     torch.save(model.state_dict(), out / STATE_DICT_FILE)
     files.append(out / STATE_DICT_FILE)
+    ort_file = _save_onnx_runner(result.runner, out, task)
+    if ort_file is not None:
+        files.append(out / ONNX_FILE)
+        artifact = {**ort_file, "torchscript": artifact}
     if result.float_model is not result.model:
         torch.save(result.float_model.state_dict(), out / FLOAT_STATE_DICT_FILE)
         files.append(out / FLOAT_STATE_DICT_FILE)

@@ -33,32 +33,34 @@ SEED = 5
 ACCURACY_TOLERANCE = 0.05
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def record_trial(tmp, spec, params: dict, seed: int) -> dict:
     """One real trial run in-process and recorded in a study, as the searcher records it."""
-    from search.spec import from_dict
-    from tests.conftest import tiny_spec_dict
-
-    tmp = tmp_path_factory.mktemp("retrain")
-    spec = from_dict(tiny_spec_dict())
     task = load_task(spec)
-    config = spaces.suggest(optuna.trial.FixedTrial(PARAMS), spec, task.kind)
-    result = run_pipeline(config, task, spec, SEED)
+    config = spaces.suggest(optuna.trial.FixedTrial(params), spec, task.kind)
+    result = run_pipeline(config, task, spec, seed)
     metrics = result.metrics
 
-    url = f"sqlite:///{tmp / 'tiny.db'}"
+    url = f"sqlite:///{tmp / (spec.name + '.db')}"
     study = optuna.create_study(study_name=spec.name, storage=url, directions=spec.directions)
     study.set_user_attr("objectives", spec.objective_names)
     study.set_user_attr("spec", to_toml_dict(spec))
-    study.enqueue_trial(PARAMS)
+    study.enqueue_trial(params)
     trial = study.ask()
     assert spaces.suggest(trial, spec, task.kind) == config
-    trial.set_user_attr("seed", SEED)
+    trial.set_user_attr("seed", seed)
     for key in ("accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "latency_source",
-                "size_kb", "params", "macs", "quantized", "hostname", "cpu_model"):
+                "size_kb", "params", "macs", "quantized", "hostname", "cpu_model", "runtime"):
         trial.set_user_attr(key, metrics[key])
     study.tell(trial, [metrics[name] for name in spec.objective_names])
-    return {"tmp": tmp, "url": url, "spec": spec, "task": task, "metrics": metrics, "model": result.model}
+    return {"tmp": tmp, "url": url, "spec": spec, "task": task, "metrics": metrics, "model": result.model, "runner": result.runner}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    from search.spec import from_dict
+    from tests.conftest import tiny_spec_dict
+
+    return record_trial(tmp_path_factory.mktemp("retrain"), from_dict(tiny_spec_dict()), PARAMS, SEED)
 
 
 @pytest.mark.slow
@@ -140,6 +142,37 @@ def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
     assert not (tmp_path / "model" / "model.pt").exists()
     assert (tmp_path / "model" / "state_dict.pt").is_file()
     assert "No TorchScript model: torch.jit.trace failed" in (tmp_path / "model" / "model_card.md").read_text()
+
+
+def test_onnxruntime_trial_exports_the_onnx_model_it_was_measured_on(tmp_path):
+    from search import export as exporter
+    from search import retrain
+    from search.spec import from_dict
+    from search.storage import load_study
+    from tests.conftest import tiny_spec_dict
+
+    spec = from_dict(tiny_spec_dict(name="ort", space={**tiny_spec_dict()["space"], "runtime": {"enabled": True}}))
+    params = {**PARAMS, "quant_mode": "dynamic", "runtime": "onnxruntime"}
+    searched = record_trial(tmp_path, spec, params, SEED)
+    study = load_study(searched["url"], "ort")
+    config_path = exporter.export(study, study.trials[0], searched["url"], tmp_path / "best.toml")
+    report = retrain.retrain(config_path, tmp_path / "model")
+
+    assert report.artifact_format == "onnx"
+    card = report.card
+    assert card["artifact"]["file"] == "model.onnx" and card["artifact"]["torchscript"]["format"] == "torchscript"
+    assert "onnxruntime.InferenceSession" in (tmp_path / "model" / "model_card.md").read_text()
+    # The saved file is the runner itself: ONNX Runtime's int8 MatMul, same predictions.
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(str(tmp_path / "model" / "model.onnx")).graph
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in graph.node)
+    session = ort.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])
+    task = searched["task"]
+    logits = session.run(None, {session.get_inputs()[0].name: task.X_test.astype(np.float32)})[0]
+    assert float(np.mean(logits.argmax(1) == task.y_test)) == pytest.approx(card["artifact"]["test_accuracy"])
+    assert card["artifact"]["test_accuracy"] > 0.5
 
 
 def test_train_without_params_is_a_usage_error(tmp_path):
