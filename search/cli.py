@@ -86,6 +86,11 @@ def launch(
             + (f", {reconciled} interrupted trial(s) marked FAIL" if reconciled else ""),
             highlight=False,
         )
+        if spec.space.distillation.enabled and done < budget.trials:
+            console.print(
+                f"training the distillation teacher once ({spec.space.distillation.teacher_epochs} epochs) ...",
+                highlight=False,
+            )
 
     summary = launcher.launch(
         spec, storage_url=storage, address=address, on_start=on_start, on_told=_progress_printer(budget.trials)
