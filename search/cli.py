@@ -45,7 +45,7 @@ def _progress_printer(budget: int):
                 f"latency={attrs.get('latency_ms', float('nan')):.3f}ms "
                 f"energy={attrs.get('energy_mj', float('nan')):.4f}mJ({attrs.get('energy_source', '?')}) "
                 f"{trial.params.get('family', '')}/{trial.params.get('prune_kind', '')}/"
-                f"{trial.params.get('quant_mode', trial.params.get('quant_mode_transformer', ''))}  "
+                f"{_quant_mode(trial.params)}  "
                 f"[{counts['COMPLETE']} done this run, budget {budget}]",
                 highlight=False,
                 soft_wrap=True,
@@ -66,6 +66,10 @@ def launch(
     resume: bool = typer.Option(False, "--resume", help="Continue an existing study (also automatic when it exists)."),
 ) -> None:
     """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage."""
+    if not address:
+        from search.cluster import local_only
+
+        local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
     from search import launch as launcher
     from search.spec import load
 
@@ -114,15 +118,83 @@ def launch(
     console.print(f"next: paretune front {spec.name}" + (f" --storage {storage}" if storage else ""), highlight=False)
 
 
+JOB_ADDRESS_HELP = "The Ray head's dashboard URL, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
+
+
+@app.command()
+def submit(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="Study spec (TOML), e.g. studies/digits.toml."),
+    address: str = typer.Option(..., "--address", envvar="RAY_API_SERVER_ADDRESS", help=JOB_ADDRESS_HELP),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", envvar="PARETUNE_STORAGE",
+        help="Storage URL the head can reach: postgresql://..., or sqlite:////abs/path.db / journal:///abs/path.log on a shared filesystem.",
+    ),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Override budget.trials."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Override budget.concurrency."),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the job's log until it ends; exit 0 only if it succeeded."),
+) -> None:
+    """Run the search as a Ray Job on the cluster's head node; prints the job id."""
+    from search import jobs
+    from search.spec import load
+
+    spec = load(spec_path)
+    budget = spec.budget.model_copy(
+        update={k: v for k, v in {"trials": trials, "concurrency": concurrency}.items() if v is not None}
+    )
+    spec = spec.model_copy(update={"budget": budget})
+    job_id = jobs.submit(spec, address, storage)
+    print(job_id)  # plain stdout: scripts capture it
+    err_console.print(
+        f"submitted study {spec.name} as Ray job {job_id}; follow with: paretune status {spec.name} --address {address}"
+        f" --storage {jobs.redact(storage)}  (or: ray job logs {job_id} --address {address} --follow)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not wait:
+        return
+    final = jobs.wait(address, job_id, lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
+    if final != "SUCCEEDED":
+        err_console.print(f"job {job_id} {final}: {jobs.job_message(address, job_id)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    err_console.print(f"job {job_id} SUCCEEDED", highlight=False)
+
+
+def _print_jobs(address: str, name: str) -> None:
+    import datetime as dt
+
+    from search import jobs
+
+    rows = jobs.jobs_for(address, name)
+    if not rows:
+        console.print(f"no Ray job for study {name} at {address}", highlight=False)
+        return
+    table = Table("ray job", "status", "started", "ended", "message")
+    stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""  # noqa: E731
+    for row in rows:
+        table.add_row(row.job_id, row.status, stamp(row.start_time), stamp(row.end_time), row.message)
+    console.print(table)
+
+
 @app.command()
 def status(
     name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Also list the Ray jobs of this study (paretune submit) at this dashboard URL, http://HEAD:8265."
+    ),
 ) -> None:
-    """Trial counts by state and the best value of each objective so far."""
+    """Trial counts by state and the best value of each objective so far (and, with --address, the study's Ray jobs)."""
     from search.storage import load_study
 
-    study = load_study(storage, name)
+    if address:
+        _print_jobs(address, name)
+        try:
+            study = load_study(storage, name)
+        except UsageError as exc:  # a job still starting has not created its study yet
+            console.print(f"no trials yet: {exc}", highlight=False, soft_wrap=True)
+            return
+    else:
+        study = load_study(storage, name)
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     console.print(f"study [bold]{name}[/]: {len(trials)} trials  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -140,7 +212,9 @@ def status(
 
 
 def _quant_mode(params: dict) -> str:
-    return params.get("quant_mode", next((v for k, v in params.items() if k.startswith("quant_mode_")), ""))
+    from search.front import param_value
+
+    return param_value(params, "quant_mode") or ""
 
 
 def _storage_flag(storage: Optional[str]) -> str:

@@ -316,13 +316,27 @@ class Filter:
         return f"{self.name}{self.op}{value}"
 
 
+# One dimension, two Optuna names: a parameter's choices must not change between trials,
+# so transformers draw `quant_mode_transformer` (none/dynamic) and QAT trials draw
+# `runtime_qat` (no onnxruntime). Filters and tables read them under the common name.
+PARAM_ALIASES = {"quant_mode": ("quant_mode_transformer",), "runtime": ("runtime_qat",)}
+
+
+def param_value(params: dict, name: str) -> Any:
+    """The trial's value of dimension `name`, under whichever Optuna name it was drawn."""
+    for key in (name, *PARAM_ALIASES.get(name, ())):
+        if key in params:
+            return params[key]
+    return None
+
+
 def lookup(trial: FrozenTrial, name: str, objectives: Objectives) -> Any:
     """An objective value, else a user attr, else a param; None when the trial has none."""
     if name in objectives.names and trial.values is not None:
         return trial.values[objectives.names.index(name)]
     if name in trial.user_attrs:
         return trial.user_attrs[name]
-    return trial.params.get(name)
+    return param_value(trial.params, name)
 
 
 def apply_filters(trials: list[FrozenTrial], filters: list[Filter], objectives: Objectives) -> list[FrozenTrial]:

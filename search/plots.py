@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import UsageError
-from search.front import FrontReport, knee_distances
+from search.front import FrontReport, knee_distances, param_value
 
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 LOG_SPAN = 30.0
@@ -164,7 +164,7 @@ def _title(report: FrontReport) -> str:
 
 def _hover(trial, names) -> str:
     params = trial.params
-    quant = params.get("quant_mode", params.get("quant_mode_transformer", ""))
+    quant = param_value(params, "quant_mode") or ""
     lines = [f"trial {trial.number}"] + [f"{n}={v:.4g}" for n, v in zip(names, trial.values)]
     lines.append(f"{params.get('family', '')}/{params.get('prune_kind', '')}/{quant}")
     if "size_kb" in trial.user_attrs:

@@ -250,3 +250,22 @@ def test_plot_rejects_unknown_suffix(tmp_path):
 
     with pytest.raises(UsageError, match="use a .html"):
         plot(front.report(hand_study()), tmp_path / "front.jpg")
+
+
+def test_filters_read_a_dimension_under_its_conditional_name():
+    # Transformers draw `quant_mode_transformer`, QAT trials `runtime_qat`: one dimension each.
+    made = [
+        create_trial(state=TrialState.COMPLETE, values=[0.9, 1.0, 1.0], params={"quant_mode": "dynamic", "runtime": "eager"},
+                     distributions={"quant_mode": optuna.distributions.CategoricalDistribution(["none", "dynamic", "qat"]),
+                                    "runtime": optuna.distributions.CategoricalDistribution(["eager", "torchscript"])}),
+        create_trial(state=TrialState.COMPLETE, values=[0.8, 0.5, 1.0], params={"quant_mode_transformer": "dynamic"},
+                     distributions={"quant_mode_transformer": optuna.distributions.CategoricalDistribution(["none", "dynamic"])}),
+        create_trial(state=TrialState.COMPLETE, values=[0.7, 0.4, 0.5], params={"quant_mode": "qat", "runtime_qat": "torchscript"},
+                     distributions={"quant_mode": optuna.distributions.CategoricalDistribution(["none", "dynamic", "qat"]),
+                                    "runtime_qat": optuna.distributions.CategoricalDistribution(["eager", "torchscript"])}),
+    ]
+    names = front.Objectives(["accuracy", "latency_ms", "energy_mj"], ["maximize", "minimize", "minimize"])
+    dynamic = front.apply_filters(made, [front.Filter.parse("quant_mode==dynamic")], names)
+    assert [t.params for t in dynamic] == [made[0].params, made[1].params]
+    scripted = front.apply_filters(made, [front.Filter.parse("runtime==torchscript")], names)
+    assert scripted == [made[2]]
