@@ -214,6 +214,27 @@ def _fmt(value: Any, signed: bool = False) -> str:
     return str(value)
 
 
+# How to load each artifact format: (description, python lines).
+LOADERS = {
+    "onnx": ("ONNX Runtime, the runtime it was measured on", [
+        "import onnxruntime",
+        'session = onnxruntime.InferenceSession("{file}")',
+        "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape})",
+    ]),
+    "torchscript": ("TorchScript", [
+        "import torch",
+        'model = torch.jit.load("{file}")',
+        "logits = model(x)  # x: float32, shape (N, {shape})",
+    ]),
+}
+
+
+def _usage(art: dict, shape: str) -> list[str]:
+    description, code = LOADERS[art["format"]]
+    head = f"`{art['file']}` ({description}) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}."
+    return [head, "", "```python", *(line.format(file=art["file"], shape=shape) for line in code), "```"]
+
+
 def card_markdown(card: dict) -> str:
     src, task, art = card["source"], card["task"], card["artifact"]
     lines = [f"# Model card: {card['name']}", ""]
@@ -243,27 +264,11 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {key} | {_fmt(hw_search.get(key))} | {_fmt(hw_now.get(key))} |")
     lines += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", "", "## Use", ""]
     lines += [f"Input: {task['input']}. Output: {task['output']}.", ""]
-    if art["format"] == "onnx":
-        lines += [f"`{art['file']}` (ONNX Runtime, the runtime it was measured on) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}.", ""]
-        lines += [
-            "```python",
-            "import onnxruntime",
-            f"session = onnxruntime.InferenceSession(\"{art['file']}\")",
-            f"logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {', '.join(map(str, task['input_shape']))})",
-            "```",
-        ]
-        art = art["torchscript"]
-        if art["format"] == "torchscript":
-            lines += ["", f"The torch model is also in `{art['file']}` (TorchScript)."]
-    elif art["format"] == "torchscript":
-        lines += [f"`{art['file']}` (TorchScript) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}.", ""]
-        lines += [
-            "```python",
-            "import torch",
-            f"model = torch.jit.load(\"{art['file']}\")",
-            f"logits = model(x)  # x: float32, shape (N, {', '.join(map(str, task['input_shape']))})",
-            "```",
-        ]
+    shape = ", ".join(map(str, task["input_shape"]))
+    if art["format"] in LOADERS:
+        lines += _usage(art, shape)
+        if "torchscript" in art and art["torchscript"]["format"] in LOADERS:
+            lines += ["", f"The torch model is also in `{art['torchscript']['file']}` (TorchScript)."]
     else:
         lines += [f"No TorchScript model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
     return "\n".join(lines) + "\n"
