@@ -2,7 +2,9 @@
 
 Fixed thread count, warm-up runs, then `repeats` timed runs; the median is the
 objective and p90 is kept beside it. `exclusive()` holds a per-node file lock so two
-measurements on one machine never overlap each other.
+measurements on one machine never overlap each other, and training on that node
+calls `wait_for_measurements()` between batches, so it pauses while a measurement
+runs instead of skewing it.
 """
 
 from __future__ import annotations
@@ -24,14 +26,28 @@ LOCK_PATH = Path(tempfile.gettempdir()) / "paretune-measure.lock"
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path = LOCK_PATH):
+def exclusive(lock_path: Path | None = None):
     """One measurement at a time on this node (all trials on a node share /tmp)."""
-    with open(lock_path, "a+") as handle:
+    with open(lock_path or LOCK_PATH, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_shared_handles: dict[Path, object] = {}
+
+
+def wait_for_measurements(lock_path: Path | None = None) -> None:
+    """Block while a measurement on this node holds `exclusive()`; return at once
+    otherwise. A shared lock taken and dropped: a couple of syscalls per batch."""
+    lock_path = lock_path or LOCK_PATH
+    handle = _shared_handles.get(lock_path)
+    if handle is None:
+        handle = _shared_handles[lock_path] = open(lock_path, "a+")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from objectives import accuracy
+from objectives import accuracy, latency
 from search.data import TaskData
 from spaces import distillation, regularization, schedule
 
@@ -31,6 +31,7 @@ def train(
     epoch_hooks: tuple = (),
     teacher: nn.Module | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    yield_to_measurements: bool = True,
 ) -> nn.Module:
     """Train in place for `epochs`; `on_epoch(epoch, val_accuracy)` after each epoch.
 
@@ -38,7 +39,9 @@ def train(
     the learning rate, held constant. `epoch_hooks` get `.on_epoch_end(epoch)` (gradual
     pruning). `augment` transforms each training batch's inputs (labels unchanged);
     with a `teacher` and the params' `kd_*` settings the loss is the distillation loss
-    (spaces.distillation), the teacher seeing the same augmented batch."""
+    (spaces.distillation), the teacher seeing the same augmented batch.
+    `yield_to_measurements`: pause between batches while a latency/energy
+    measurement runs on this node (objectives.latency.exclusive)."""
     if epochs <= 0:
         return model
     run_params = {**params, "lr": params["lr"] * lr_scale}
@@ -59,6 +62,8 @@ def train(
             model.train()
             order = torch.randperm(len(X), generator=generator)
             for start in range(0, len(X), batch_size):
+                if yield_to_measurements:
+                    latency.wait_for_measurements()
                 index = order[start : start + batch_size]
                 if len(index) < 2:  # batch norm cannot train on one sample
                     continue

@@ -44,6 +44,45 @@ def test_measurement_lock_is_exclusive(tmp_path):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
 
 
+def test_training_pauses_while_a_measurement_holds_the_lock(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from search.data import load_task
+    from search.spec import from_dict
+    from search.train import train
+    from spaces import architecture
+    from tests.conftest import tiny_spec_dict
+
+    monkeypatch.setattr(latency, "LOCK_PATH", tmp_path / "measure.lock")
+    task = load_task(from_dict(tiny_spec_dict()))
+    params = {"family": "mlp", "width": 8, "depth": 1, "batch_norm": False, "optimizer": "adam", "lr": 0.01,
+              "schedule": "constant", "batch_size": 64, "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0}
+    model = architecture.build(params, task.input_shape, task.n_classes)
+    held, released = threading.Event(), {}
+
+    def measurement():
+        with latency.exclusive():
+            held.set()
+            time.sleep(0.5)
+            released["at"] = time.perf_counter()
+
+    thread = threading.Thread(target=measurement)
+    thread.start()
+    held.wait()
+    train(model, task, params, 1)
+    finished = time.perf_counter()
+    thread.join()
+    assert finished > released["at"]  # no batch ran before the measurement let go
+
+    calls = []
+    monkeypatch.setattr(latency, "wait_for_measurements", lambda: calls.append(1))
+    train(model, task, params, 1, yield_to_measurements=False)
+    assert calls == []
+    train(model, task, params, 1)
+    assert len(calls) == -(-len(task.X_train) // 64)  # once per batch
+
+
 def fake_powercap(root: Path, packages: dict[int, int], max_range: int = 10**9) -> Path:
     for index, value in packages.items():
         domain = root / f"intel-rapl:{index}"
