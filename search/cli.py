@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from search.errors import UsageError
@@ -29,7 +30,17 @@ err_console = Console(stderr=True)
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
 
-def _progress_printer(budget: int):
+def _describe(params: dict) -> str:
+    """A trial's model in a few words: family/pruning/quantization[/runtime], or, for a
+    tabular benchmark's cell, its params."""
+    if "family" not in params:
+        return " ".join(f"{k}={v}" for k, v in params.items())
+    words = [params["family"], params.get("prune_kind", ""), _quant_mode(params)]
+    runtime = params.get("runtime", params.get("runtime_qat"))
+    return "/".join(words + ([runtime] if runtime else []))
+
+
+def _progress_printer(budget: int, objectives: list[str]):
     """One line per finished trial: readable in a terminal and in CI logs alike."""
     from optuna.trial import TrialState
 
@@ -38,20 +49,18 @@ def _progress_printer(budget: int):
     def on_told(trial) -> None:
         counts[trial.state.name] += 1
         if trial.state == TrialState.COMPLETE:
-            attrs = trial.user_attrs
+            values = " ".join(f"{name}={value:.4g}" for name, value in zip(objectives, trial.values))
+            source = trial.user_attrs.get("energy_source")
             console.print(
-                f"[green]trial {trial.number:>4} COMPLETE[/] "
-                f"acc={attrs.get('accuracy', float('nan')):.4f} "
-                f"latency={attrs.get('latency_ms', float('nan')):.3f}ms "
-                f"energy={attrs.get('energy_mj', float('nan')):.4f}mJ({attrs.get('energy_source', '?')}) "
-                f"{trial.params.get('family', '')}/{trial.params.get('prune_kind', '')}/"
-                f"{_quant_mode(trial.params)}  "
-                f"[{counts['COMPLETE']} done this run, budget {budget}]",
+                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}"
+                + (f" (energy: {source})" if source and "energy_mj" in objectives else "")
+                + f"  {escape(_describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]",
                 highlight=False,
                 soft_wrap=True,
             )
         else:
-            console.print(f"[red]trial {trial.number:>4} FAIL[/] {trial.user_attrs.get('fail_reason', '')}", highlight=False)
+            reason = escape(str(trial.user_attrs.get("fail_reason", "")))
+            console.print(f"[red]trial {trial.number:>4} FAIL[/] {reason}", highlight=False, soft_wrap=True)
 
     return on_told
 
@@ -97,7 +106,7 @@ def launch(
             )
 
     summary = launcher.launch(
-        spec, storage_url=storage, address=address, on_start=on_start, on_told=_progress_printer(budget.trials)
+        spec, storage_url=storage, address=address, on_start=on_start, on_told=_progress_printer(budget.trials, spec.objective_names)
     )
     console.print(
         f"{summary.complete}/{summary.budget} COMPLETE in {summary.storage_url} "
@@ -168,11 +177,14 @@ def _print_jobs(address: str, name: str) -> None:
     if not rows:
         console.print(f"no Ray job for study {name} at {address}", highlight=False)
         return
-    table = Table("ray job", "status", "started", "ended", "message")
-    stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""  # noqa: E731
-    for row in rows:
-        table.add_row(row.job_id, row.status, stamp(row.start_time), stamp(row.end_time), row.message)
-    console.print(table)
+    stamp = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"  # noqa: E731
+    for row in rows:  # one line each: job ids stay whole (and greppable) at any width
+        console.print(
+            f"ray job {row.job_id} {row.status} started {stamp(row.start_time)} ended {stamp(row.end_time)}"
+            + (f": {row.message}" if row.message else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -346,7 +358,6 @@ def train(
     out: Path = typer.Option(..., "--out", help="Directory for the model, its state dict and its model card."),
 ) -> None:
     """Retrain an exported config from scratch (recorded seed), measure it on the test split, save the model and a card."""
-    from rich.markup import escape
 
     from search import retrain as retrainer
 
@@ -369,17 +380,12 @@ def train(
             retrainer._fmt(row.get("delta"), signed=True),
         )
     console.print(table)
-    if report.artifact_format == "onnx":
+    if report.artifact_format in retrainer.LOADERS:
+        description = retrainer.LOADERS[report.artifact_format][0]
+        load_with = {"onnx": "onnxruntime.InferenceSession", "torchscript": "torch.jit.load"}[report.artifact_format]
         console.print(
-            f"model: {out / retrainer.ONNX_FILE} (ONNX Runtime, the runtime it was measured on; test accuracy "
-            f"{card['artifact']['test_accuracy']:.4f}; load with onnxruntime.InferenceSession)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    elif report.artifact_format == "torchscript":
-        console.print(
-            f"model: {out / retrainer.MODEL_FILE} (TorchScript, test accuracy {card['artifact']['test_accuracy']:.4f}; "
-            f"load with torch.jit.load)",
+            f"model: {out / card['artifact']['file']} ({description}; test accuracy "
+            f"{card['artifact']['test_accuracy']:.4f}; load with {load_with})",
             highlight=False,
             soft_wrap=True,
         )
@@ -418,6 +424,29 @@ def dashboard(
         optuna_dashboard.run_server(study._storage, host="127.0.0.1", port=port)
     except KeyboardInterrupt:
         console.print("dashboard stopped", highlight=False)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: small sizes, a few minutes on 2 cores."),
+    only: Optional[list[str]] = typer.Option(
+        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression."
+    ),
+    out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results.md and results.json."),
+) -> None:
+    """Run the benchmarks (the same as `python -m benchmarks`): print their tables, write them to --out."""
+    # benchmarks/ sits beside the packages in a source checkout and is not installed.
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "run.py").is_file():
+        raise UsageError(f"bench: no benchmarks/ in {root}; run it from a source checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks import run as runner
+
+    argv = (["--quick"] if quick else []) + [a for name in only or [] for a in ("--only", name)] + ["--out", str(out)]
+    code = runner.main(argv)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

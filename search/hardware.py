@@ -31,10 +31,24 @@ def node_ip() -> str:
     return socket.gethostbyname(socket.gethostname())
 
 
+def node_id() -> str:
+    """The Ray node id: tells nodes apart where hostname and IP do not (several nodes on
+    one machine, containers sharing a host name); empty outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    return ""
+
+
 def describe() -> dict:
     return {
         "hostname": socket.gethostname(),
         "node_ip": node_ip(),
+        "node_id": node_id(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_version": torch.__version__,

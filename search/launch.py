@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from search import cluster
 from search import storage as storages
 from search.data import TaskData, load_task
 from search.errors import UsageError
@@ -97,16 +98,7 @@ def open_study(spec: StudySpec, url: str | None) -> tuple[optuna.Study, int]:
 
 def init_ray(address: str | None) -> bool:
     """Connect to `address` or start a local Ray; returns True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING", configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(**kwargs)
-    return True
+    return cluster.init(address)
 
 
 def run_trials(
@@ -116,7 +108,10 @@ def run_trials(
     *,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     teacher: dict | None = None,
+    target: Callable | None = None,
 ) -> AskTellSearcher:
+    """`target`: another function trainable with `trainable`'s signature (the
+    orchestration benchmark times this exact path with a trivial one)."""
     from ray import tune
 
     from search.trial import trainable
@@ -131,7 +126,7 @@ def run_trials(
         on_told=on_told,
     )
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    runnable = tune.with_resources(tune.with_parameters(trainable, task=task, spec=spec, teacher=teacher), resources)
+    runnable = tune.with_resources(tune.with_parameters(target or trainable, task=task, spec=spec, teacher=teacher), resources)
     tune_dir = tempfile.mkdtemp(prefix="paretune-tune-")
     tuner = tune.Tuner(
         runnable,
@@ -166,14 +161,17 @@ def launch(
     started = time.perf_counter()
     task = load_task(spec)
     check_address(address)
-    study, reconciled = open_study(spec, storage_url)
-    if on_start is not None:
-        on_start(study, reconciled)
-    # Trained once here; `tune.with_parameters` ships it to every worker through the
-    # object store, so no trial retrains it.
-    teacher = distillation.prepare_teacher(spec, task)
+    storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
     started_ray = init_ray(address)
     try:
+        # Needs the cluster's nodes; checked before the study is created or written.
+        cluster.check_resource(spec.resources.measure_on)
+        study, reconciled = open_study(spec, storage_url)
+        if on_start is not None:
+            on_start(study, reconciled)
+        # Trained once here; `tune.with_parameters` ships it to every worker through the
+        # object store, so no trial retrains it.
+        teacher = distillation.prepare_teacher(spec, task)
         searcher = run_trials(spec, task, study, on_told=on_told, teacher=teacher)
     finally:
         if started_ray:

@@ -27,7 +27,8 @@ INTERRUPTED = "interrupted: the search stopped before this trial finished"
 ATTR_KEYS = (
     "accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "size_kb", "params",
     "nonzero_params", "sparsity", "macs", "quantized", "latency_source", "measure_threads",
-    "measure_batch_size", "train_seconds", "measure_seconds", "hostname", "node_ip", "cpu_model",
+    "measure_batch_size", "train_seconds", "measure_seconds", "hostname", "node_ip", "node_id", "cpu_model",
+    "measured_on", "measure_host", "measure_cpu_model",
     "cpu_count", "torch_version", "quantized_engine", "runtime", "teacher_source", "seed",
 )
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import optuna
@@ -35,6 +36,17 @@ def _journal_path(url: str) -> Path | None:
     return None
 
 
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// URL as psycopg 3; the dependency
+    installed is psycopg2, so name it unless psycopg 3 is there."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage; an unusable URL is a UsageError naming it."""
     url = resolve_url(url)
@@ -51,12 +63,14 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             if db_path.parent != Path("") and not db_path.parent.is_dir():
                 raise UsageError(f"--storage {url}: directory {db_path.parent} does not exist")
             return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True})
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--storage {url}: cannot open storage ({first[:200]})") from None
+        # Never echo a password: the URL may carry one (postgresql://user:pw@host/db).
+        shown = re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
+        raise UsageError(f"--storage {shown}: cannot open storage ({first[:200].replace(url, shown)})") from None
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:

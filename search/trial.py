@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from objectives import accuracy, complexity, energy, latency
-from search import hardware
+from search import hardware, placement
 from search.data import TaskData
 from search.spec import StudySpec
 from search.train import calibration_batches, train
@@ -184,10 +184,15 @@ def run_pipeline(
 ) -> PipelineResult:
     """`teacher`: the study's teacher from `spaces.distillation.prepare_teacher(spec,
     task)`, shipped once to the workers; only distilling trials use it."""
+    if task.kind == "table":  # a tabular benchmark: the recorded metrics are the result
+        from search import tabular_bench
+
+        return PipelineResult(None, None, tabular_bench.lookup(params))
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
     model, float_model, info = build_and_compress(params, task, spec, seed, on_epoch, teacher=teacher)
     runner = to_runtime(params, model, float_model, task, spec, seed)
-    metrics = measure(model, task, spec, info, split, runner=runner)
+    # On this node, or on one carrying `resources.measure_on` (search.placement).
+    metrics = placement.measure(model, runner, task, spec, info, split)
     metrics["runtime"] = params.get("runtime", "eager")
     metrics.update(hardware.describe())
     return PipelineResult(model, float_model, metrics, runner)

@@ -1,0 +1,96 @@
+"""Connecting the search to Ray: a local Ray, or an existing cluster.
+
+- Local (no address): Ray 2.60 turns token authentication on for a Ray that
+  `ray.init` starts; paretune makes sure the token file it falls back to
+  (~/.ray/auth_token) is created mode 0600 rather than world-readable, and
+  `local_only()` keeps that Ray's servers on 127.0.0.1 (set before Ray is imported).
+- Existing cluster (`auto`, HOST:PORT, ray://HOST:10001): the search's own code
+  travels to the workers in the job's `runtime_env` (`py_modules` = the packages
+  search, spaces, objectives), so worker nodes need Ray, torch and the other
+  dependencies but not paretune itself, and always run the driver's version of it.
+  Inside a Ray Job (`paretune submit`) the job's runtime_env already carries it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from search.errors import UsageError
+
+# Ray reads these when it is imported; on Linux, "cluster support off" makes a Ray
+# started by ray.init use 127.0.0.1 as its node address and bind its servers there.
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+
+
+def local_only() -> None:
+    """Call before `import ray` in a process that will start its own local Ray."""
+    for key, value in LOCAL_ONLY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def ensure_private_token(path: Path = TOKEN_PATH) -> None:
+    """Write the default token file ourselves (0600) before Ray writes it world-readable."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))  # the same form as Ray's own tokens
+
+
+def code_runtime_env() -> dict:
+    """The runtime_env that ships this checkout's packages to every worker."""
+    import objectives
+    import search
+    import spaces
+
+    return {"py_modules": [Path(m.__file__).parent.as_posix() for m in (search, spaces, objectives)]}
+
+
+def in_ray_job() -> bool:
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    return RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ
+
+
+def init(address: str | None) -> bool:
+    """Connect to `address` or start a local Ray; returns True if this call started
+    (or connected) it, i.e. the caller shuts it down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING", configure_logging=True)
+    if not address:
+        ensure_private_token()
+        ray.init(**kwargs)
+        return True
+    runtime_env = None if in_ray_job() else code_runtime_env()
+    try:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--address {address}: cannot join the Ray cluster ({first[:300]})") from None
+    return True
+
+
+def check_resource(name: str | None) -> None:
+    """`resources.measure_on` must name a custom resource some node carries."""
+    if not name:
+        return
+    import ray
+
+    carrying = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(name, 0) >= 1]
+    if not carrying:
+        known = sorted({k for n in ray.nodes() if n.get("Alive") for k in n.get("Resources", {})
+                        if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")
+                        and not k.startswith("accelerator_type:")})
+        raise UsageError(
+            f"resources.measure_on: no node in the Ray cluster has the resource {name!r} "
+            f"(custom resources: {', '.join(known) or 'none'}); start a node with --resources '{{\"{name}\": 1}}'"
+        )

@@ -1,0 +1,163 @@
+"""Searches on a real 2-node Ray cluster on loopback (token auth on): trials spread over
+both nodes, measurement pinned to the node carrying `measure_on`, a missing resource
+stops the launch with one line, and a search submitted as a Ray Job completes.
+
+The cluster is started with `ray start` in its own directory and stopped by process
+group (see tests/raycluster.py); each search runs in a subprocess (`python -m search`)
+so it never shares a process with the test session's own local Ray.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from search import portable
+from tests.conftest import run_cli, tiny_spec_dict, write_toml
+from tests.raycluster import loopback_cluster
+
+
+def _params(**overrides) -> dict:
+    params = {
+        "family": "mobilenet", "width": 8, "depth": 1, "kernel": 3, "batch_norm": True, "prune_kind": "none",
+        "prune_ratio": 0.3, "quant_mode": "static", "optimizer": "adam", "lr": 1e-3, "schedule": "constant",
+        "batch_size": 64, "weight_decay": 1e-5, "l1": False, "dropout": 0.0, "label_smoothing": 0.0, "runtime": "eager",
+    }
+    return {**params, **overrides}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"quant_mode": "static"},  # FX GraphModule with fused quantized ConvReLU2d: plain pickle fails
+        {"quant_mode": "qat", "prune_kind": "structured"},
+        {"quant_mode": "static", "runtime": "torchscript"},  # ScriptModule: torch.jit.save
+        {"family": "mlp", "quant_mode": "dynamic", "runtime": "onnxruntime"},  # ONNX Runtime session
+    ],
+    ids=["static-fx", "qat-structured", "torchscript-int8", "onnxruntime-int8"],
+)
+def test_models_ship_between_processes_unchanged(overrides):
+    from search.data import load_task
+    from search.spec import from_dict
+    from search.trial import build_and_compress, to_runtime
+
+    spec = from_dict(tiny_spec_dict(budget={"epochs": 1}, space={"runtime": {"enabled": True}}))
+    task = load_task(spec)
+    params = _params(**overrides)
+    model, float_model, _ = build_and_compress(params, task, spec, seed=0)
+    runner = to_runtime(params, model, float_model, task, spec, seed=0)
+    x = torch.from_numpy(task.X_val[:16])
+    for original in (model, runner):
+        copy = portable.loads(portable.dumps(original))
+        # (An FX GraphModule's class is made per instance: compare by name.)
+        assert type(copy).__name__ == type(original).__name__ or isinstance(original, torch.jit.ScriptModule)
+        assert torch.equal(copy(x), original(x))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head: 1 CPU and the custom resource `edge`, job server on 127.0.0.1; a second
+    node: 1 CPU, no `edge`."""
+    nodes = loopback_cluster(dashboard=True)
+    try:
+        nodes.start_head(cpus=1, resources={"edge": 1})
+        nodes.start_worker("worker", cpus=1)
+        alive = nodes.wait_for_nodes(2)
+        nodes.edge_node = next(n["id"] for n in alive if n["resources"].get("edge"))
+        nodes.node_ids = {n["id"] for n in alive}
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def _trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _launch(cluster, tmp_path, name: str, storage: str, **overrides):
+    spec = write_toml(tmp_path / f"{name}.toml", tiny_spec_dict(name=name, **overrides))
+    done = run_cli("launch", str(spec), "--address", cluster.address, "--storage", storage, env=cluster.env(), timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
+    url = f"sqlite:///{tmp_path / 'spread.db'}"
+    # Trials long enough (4 epochs) that the second node's first worker is up before the
+    # first node alone has finished the budget.
+    _launch(cluster, tmp_path, "spread", url, budget={"trials": 6, "concurrency": 2, "epochs": 4})
+    trials = _trials(url, "spread")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    per_node = collections.Counter(t.user_attrs["node_id"] for t in trials)
+    assert set(per_node) == cluster.node_ids  # both nodes trained trials
+    for t in trials:
+        assert t.user_attrs["hostname"] and t.user_attrs["node_ip"] and t.user_attrs["cpu_model"]
+        # Without measure_on a trial measures where it trained.
+        assert t.user_attrs["measured_on"] == t.user_attrs["node_id"]
+
+
+def test_measure_on_pins_measurement_to_the_edge_node(cluster, tmp_path):
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    _launch(cluster, tmp_path, "edge", url, budget={"trials": 4, "concurrency": 2, "epochs": 2},
+            resources={"measure_on": "edge"})
+    trials = _trials(url, "edge")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert {t.user_attrs["measured_on"] for t in trials} == {cluster.edge_node}
+    # Two trials at a time on two 1-CPU nodes: some trained on the other node and
+    # shipped their model to the edge node to be measured.
+    assert any(t.user_attrs["node_id"] != cluster.edge_node for t in trials)
+    assert all(t.user_attrs["latency_ms"] > 0 and t.values[1] == t.user_attrs["latency_ms"] for t in trials)
+
+
+def test_measure_on_a_resource_no_node_has_stops_with_one_line(cluster, tmp_path):
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    spec = write_toml(tmp_path / "nogpu.toml", tiny_spec_dict(name="nogpu", resources={"measure_on": "jetson"}))
+    done = run_cli("launch", str(spec), "--address", cluster.address, "--storage", url, env=cluster.env(), timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: resources.measure_on:") and "'jetson'" in lines[0]
+    assert "edge" in lines[0]  # names the resources that do exist
+    assert "Traceback" not in done.stderr
+    assert not optuna.get_all_study_summaries(url)  # nothing written
+
+
+def test_submitted_job_runs_the_search_on_the_head(cluster, tmp_path):
+    url = f"sqlite:///{tmp_path / 'job.db'}"  # absolute: the job's working dir is temporary
+    spec = write_toml(tmp_path / "job.toml", tiny_spec_dict(name="job", budget={"trials": 3, "concurrency": 2, "epochs": 2}))
+    done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", url, "--wait",
+                   env=cluster.env(), timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    job_id = done.stdout.strip().splitlines()[0]
+    assert job_id.startswith("raysubmit_")
+    assert "3/3 COMPLETE" in done.stdout  # the driver's own output, followed from the job log
+    trials = _trials(url, "job")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    shown = run_cli("status", "job", "--address", cluster.dashboard_url, "--storage", url, env=cluster.env(), timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert job_id in shown.stdout and "SUCCEEDED" in shown.stdout and "COMPLETE=3" in shown.stdout
+
+
+def test_submit_refuses_a_relative_storage_path(cluster, tmp_path):
+    spec = write_toml(tmp_path / "rel.toml", tiny_spec_dict(name="rel"))
+    done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", "sqlite:///rel.db", env=cluster.env())
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: --storage sqlite:///rel.db: use an absolute path")
+
+
+def test_token_file_paretune_writes_is_private(tmp_path, monkeypatch):
+    from search.cluster import ensure_private_token
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    path = tmp_path / "ray" / "auth_token"
+    ensure_private_token(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text()) == 64
+    token = path.read_text()
+    ensure_private_token(path)
+    assert path.read_text() == token  # an existing token is kept
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ensure_private_token(tmp_path / "other")
+    assert not (tmp_path / "other").exists()
