@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from search.errors import UsageError
 from search.spec import StudySpec, TaskFile
@@ -24,7 +23,7 @@ TEST_FRACTION = 0.2
 @dataclass(frozen=True)
 class TaskData:
     name: str
-    kind: str  # "image" or "tabular"
+    kind: str  # "image", "tabular", or "table" (a tabular benchmark: nothing trains)
     input_shape: tuple[int, ...]  # one sample, e.g. (1, 8, 8) or (13,)
     n_classes: int
     X_train: np.ndarray
@@ -115,8 +114,25 @@ def _check(X: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
     return y_index
 
 
+def _table_task(spec: StudySpec) -> TaskData:
+    """A tabular benchmark: no samples, the table answers every trial (search.tabular_bench)."""
+    from search import tabular_bench
+
+    tabular_bench.check_spec(spec)
+    tabular_bench.table()  # a missing or unreadable table fails here, before Ray starts
+    empty = np.empty((0, 3, 32, 32), dtype=np.float32)
+    labels = np.empty(0, dtype=np.int64)
+    return TaskData(tabular_bench.TASK, "table", (3, 32, 32), 10, empty, labels, empty, labels, empty, labels)
+
+
 def load_task(spec: StudySpec) -> TaskData:
     """Read and split the spec's task; raises UsageError naming the file when it is unusable."""
+    if spec.task == "nasbench201":
+        return _table_task(spec)
+    # Imported here, not at the top: every trial's worker unpickles TaskData, hence
+    # imports this module, and scikit-learn alone takes seconds to import there.
+    from sklearn.model_selection import train_test_split
+
     X, y, kind, name = _read(spec.task)
     source = str(spec.task.path) if isinstance(spec.task, TaskFile) else name
     y = _check(X, y, source)

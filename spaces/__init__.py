@@ -14,6 +14,10 @@ from spaces import architecture, augmentation, distillation, pruning, quantizati
 
 
 def suggest(trial, spec, task_kind: str = "image") -> dict:
+    if task_kind == "table":  # a tabular benchmark has its own fixed space (search.tabular_bench)
+        from search import tabular_bench
+
+        return tabular_bench.suggest(trial)
     space = spec.space
     params: dict = {}
     params.update(architecture.suggest(trial, space.architecture, task_kind))
