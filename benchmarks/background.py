@@ -5,17 +5,35 @@ model in a loop until it is terminated.
     python -m benchmarks.background measure --threads 1 --lock
 
 It prints "ready" when its imports are done and its loop starts, so the benchmark
-times under load only once the load is there.
+times under load only once the load is there. Between two units of work (an epoch, a
+measurement) it obeys "pause" / "resume" lines on stdin, answering "paused" /
+"resumed": the benchmark interleaves measurements alone and loaded, so slow drifts of
+the machine hit both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 import time
 
 ARCH = {"family": "cnn", "width": 32, "depth": 2, "kernel": 3, "batch_norm": True}
 RECIPE = {"optimizer": "adam", "lr": 3e-3, "schedule": "constant", "batch_size": 64, "weight_decay": 1e-4, "label_smoothing": 0.0}
+
+
+def obey_pause() -> None:
+    """Between units of work: on "pause", stop until "resume" (idle, holding no lock)."""
+    while select.select([sys.stdin], [], [], 0)[0]:
+        command = sys.stdin.readline().strip()
+        if not command:  # stdin closed: the benchmark is gone
+            sys.exit(0)
+        if command == "pause":
+            print("paused", flush=True)
+            while (command := sys.stdin.readline().strip()) != "resume":
+                if not command:
+                    sys.exit(0)
+            print("resumed", flush=True)
 
 
 def main() -> None:
@@ -41,6 +59,7 @@ def main() -> None:
     model = architecture.build(ARCH, task.input_shape, task.n_classes)
     print("ready", flush=True)  # imports done: from here on it only works
     while True:
+        obey_pause()
         if args.work == "train":
             train(model, task, {**ARCH, **RECIPE}, 1)
         else:

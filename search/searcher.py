@@ -93,6 +93,13 @@ class AskTellSearcher(Searcher):
         # restore; resume here goes through the Optuna storage, so keep only plain state.
         return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told")}
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the Optuna storage already holds every trial, and resume
+        reads it from there (Tune's restore is not used)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`."""
+
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # objectives come from the study spec, not from Tune
 
