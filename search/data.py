@@ -32,6 +32,11 @@ class TaskData:
     y_val: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    # What a deployed model needs to reproduce the inputs and read its outputs:
+    # tabular standardization (training-split statistics) and the label of each class index.
+    feature_mean: tuple[float, ...] | None = None
+    feature_std: tuple[float, ...] | None = None
+    class_labels: tuple = ()
 
 
 def _builtin(name: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -99,7 +104,8 @@ def _read(task: str | TaskFile) -> tuple[np.ndarray, np.ndarray, str, str]:
     return X, y, kind, path.stem
 
 
-def _check(X: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
+def _check(X: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels as class indices, and the label of each index."""
     if len(X) != len(y):
         raise UsageError(f"{source}: X has {len(X)} rows but y has {len(y)}")
     if y.ndim != 1:
@@ -111,7 +117,7 @@ def _check(X: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
         raise UsageError(f"{source}: y has {len(classes)} class; a classification task needs at least 2")
     if counts.min() < 5:
         raise UsageError(f"{source}: class {classes[counts.argmin()]!r} has {counts.min()} samples; need >= 5 per class")
-    return y_index
+    return y_index, classes
 
 
 def _table_task(spec: StudySpec) -> TaskData:
@@ -135,7 +141,7 @@ def load_task(spec: StudySpec) -> TaskData:
 
     X, y, kind, name = _read(spec.task)
     source = str(spec.task.path) if isinstance(spec.task, TaskFile) else name
-    y = _check(X, y, source)
+    y, classes = _check(X, y, source)
     X = X.astype(np.float32)
     X_trval, X_test, y_trval, y_test = train_test_split(
         X, y, test_size=TEST_FRACTION, stratify=y, random_state=spec.seed
@@ -143,9 +149,11 @@ def load_task(spec: StudySpec) -> TaskData:
     X_train, X_val, y_train, y_val = train_test_split(
         X_trval, y_trval, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=y_trval, random_state=spec.seed
     )
+    mean = std = None
     if kind == "tabular":
         mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 1e-8
         X_train, X_val, X_test = ((a - mean) / std for a in (X_train, X_val, X_test))
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     cast = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return TaskData(
         name=name,
@@ -158,4 +166,7 @@ def load_task(spec: StudySpec) -> TaskData:
         y_val=y_val.astype(np.int64),
         X_test=cast(X_test),
         y_test=y_test.astype(np.int64),
+        feature_mean=mean,
+        feature_std=std,
+        class_labels=tuple(c.item() if hasattr(c, "item") else c for c in classes),
     )

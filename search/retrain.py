@@ -185,9 +185,14 @@ def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact
                 "float32 tensor N×" + "×".join(map(str, task.input_shape)) + ", pixel values scaled to [0, 1]"
                 + (" (digits: the 0–16 pixel values divided by 16)" if task.name == "digits" else "")
                 if is_image
-                else "float32 tensor N×" + str(task.input_shape[0]) + ", features standardized with the training split's mean and std"
+                else "float32 tensor N×" + str(task.input_shape[0]) + ", each feature standardized as (x - feature_mean) / feature_std "
+                "with the training split's statistics (task.feature_mean, task.feature_std)"
             ),
             "output": f"logits N×{task.n_classes}; the predicted class is argmax over dim 1",
+            # x_model = (x_raw - feature_mean) / feature_std, per feature (tabular tasks).
+            "feature_mean": list(task.feature_mean) if task.feature_mean is not None else None,
+            "feature_std": list(task.feature_std) if task.feature_std is not None else None,
+            "class_labels": list(task.class_labels),
         },
         "config": config,
         "params": loaded.params,
@@ -264,6 +269,15 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {key} | {_fmt(hw_search.get(key))} | {_fmt(hw_now.get(key))} |")
     lines += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", "", "## Use", ""]
     lines += [f"Input: {task['input']}. Output: {task['output']}.", ""]
+    if task.get("feature_mean") is not None:
+        lines += [
+            "feature_mean: " + ", ".join(f"{v:.6g}" for v in task["feature_mean"]),
+            "",
+            "feature_std: " + ", ".join(f"{v:.6g}" for v in task["feature_std"]),
+            "",
+        ]
+    if task.get("class_labels"):
+        lines += ["Class index → label: " + ", ".join(f"{i}: {label}" for i, label in enumerate(task["class_labels"])), ""]
     shape = ", ".join(map(str, task["input_shape"]))
     if art["format"] in LOADERS:
         lines += _usage(art, shape)

@@ -66,3 +66,18 @@ def test_csv_without_label_column(tmp_path):
     pd.DataFrame({"a": range(20), "b": range(20)}).to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(UsageError, match="no label column 'target'"):
         load_task(spec_for({"path": str(tmp_path / "d.csv"), "label": "target"}))
+
+
+def test_tabular_task_keeps_its_standardization_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(5, 2, 60), "b": rng.normal(-3, 0.5, 60), "y": ["cat", "dog", "eel"] * 20})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    task = load_task(from_dict({"name": "t", "task": {"path": str(tmp_path / "t.csv"), "label": "y"}}))
+    assert task.class_labels == ("cat", "dog", "eel")
+    # The stored statistics turn the raw training rows into the model's inputs.
+    raw = frame.drop(columns=["y"]).to_numpy(np.float32)
+    mean, std = np.array(task.feature_mean), np.array(task.feature_std)
+    assert 4 < mean[0] < 6 and -3.5 < mean[1] < -2.5
+    standardized = (raw - mean) / std
+    assert any(np.allclose(standardized[i], task.X_train[0], atol=1e-5) for i in range(len(raw)))
+    assert load_task(from_dict({"name": "d", "task": "digits"})).feature_mean is None

@@ -184,3 +184,22 @@ def test_train_without_params_is_a_usage_error(tmp_path):
     assert "no params table" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_tabular_model_card_carries_standardization_and_labels(tmp_path):
+    from search import export as exporter
+    from search import retrain
+    from search.spec import from_dict
+    from search.storage import load_study
+    from tests.conftest import tiny_spec_dict
+
+    spec = from_dict(tiny_spec_dict(name="wine", task="wine"))
+    searched = record_trial(tmp_path, spec, {**PARAMS, "quant_mode": "none"}, SEED)
+    study = load_study(searched["url"], "wine")
+    config_path = exporter.export(study, study.trials[0], searched["url"], tmp_path / "best.toml")
+    card = retrain.retrain(config_path, tmp_path / "model").card
+    task = searched["task"]
+    assert card["task"]["feature_mean"] == pytest.approx(list(task.feature_mean))
+    assert len(card["task"]["feature_std"]) == 13 and card["task"]["class_labels"] == [0, 1, 2]
+    markdown = (tmp_path / "model" / "model_card.md").read_text()
+    assert "feature_mean: " in markdown and "Class index → label: 0: 0, 1: 1, 2: 2" in markdown
