@@ -87,9 +87,10 @@ def _launch(cluster, tmp_path, name: str, storage: str, **overrides):
 
 def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'spread.db'}"
-    # Trials long enough (4 epochs) that the second node's first worker is up before the
-    # first node alone has finished the budget.
-    _launch(cluster, tmp_path, "spread", url, budget={"trials": 6, "concurrency": 2, "epochs": 4})
+    # Trials long enough (6 epochs) that the second node's first worker (~10 s to start:
+    # imports, the code's runtime_env) is up before the first node alone has finished
+    # the budget: with 2-epoch trials all six once ran on the head.
+    _launch(cluster, tmp_path, "spread", url, budget={"trials": 6, "concurrency": 2, "epochs": 6})
     trials = _trials(url, "spread")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     per_node = collections.Counter(t.user_attrs["node_id"] for t in trials)
@@ -102,7 +103,7 @@ def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
 
 def test_measure_on_pins_measurement_to_the_edge_node(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'edge.db'}"
-    _launch(cluster, tmp_path, "edge", url, budget={"trials": 4, "concurrency": 2, "epochs": 2},
+    _launch(cluster, tmp_path, "edge", url, budget={"trials": 4, "concurrency": 2, "epochs": 6},
             resources={"measure_on": "edge"})
     trials = _trials(url, "edge")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
