@@ -134,10 +134,11 @@ def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
 def paretune_path(trials: int, seconds: float, workdir: Path) -> float:
     from search.data import load_task
     from search.launch import open_study, run_trials
+    from search.storage import open_storage
 
     spec = _spec(trials)
     task = load_task(spec)
-    study, _ = open_study(spec, f"sqlite:///{workdir / 'paretune.db'}")
+    study, _ = open_study(spec, open_storage(f"sqlite:///{workdir / 'paretune.db'}"))
     started = time.time()
     searcher = run_trials(spec, task, study, target=trivial_trainable(seconds, workdir / LOG))
     ended = time.time()

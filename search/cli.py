@@ -30,14 +30,31 @@ err_console = Console(stderr=True)
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
 
+def _model_words(params: dict) -> str:
+    """family/pruning/quantization of a trial's params."""
+    return f"{params.get('family', '')}/{params.get('prune_kind', '')}/{_quant_mode(params)}"
+
+
 def _describe(params: dict) -> str:
     """A trial's model in a few words: family/pruning/quantization[/runtime], or, for a
     tabular benchmark's cell, its params."""
+    from search.front import param_value
+
     if "family" not in params:
         return " ".join(f"{k}={v}" for k, v in params.items())
-    words = [params["family"], params.get("prune_kind", ""), _quant_mode(params)]
-    runtime = params.get("runtime", params.get("runtime_qat"))
-    return "/".join(words + ([runtime] if runtime else []))
+    runtime = param_value(params, "runtime")
+    return _model_words(params) + (f"/{runtime}" if runtime else "")
+
+
+def _load_spec(path: Path, trials: int | None, concurrency: int | None):
+    """The spec with the command line's budget overrides applied."""
+    from search.spec import load
+
+    spec = load(path)
+    budget = spec.budget.model_copy(
+        update={k: v for k, v in {"trials": trials, "concurrency": concurrency}.items() if v is not None}
+    )
+    return spec.model_copy(update={"budget": budget})
 
 
 def _progress_printer(budget: int, objectives: list[str]):
@@ -80,13 +97,9 @@ def launch(
 
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
     from search import launch as launcher
-    from search.spec import load
 
-    spec = load(spec_path)
-    budget = spec.budget.model_copy(
-        update={k: v for k, v in {"trials": trials, "concurrency": concurrency}.items() if v is not None}
-    )
-    spec = spec.model_copy(update={"budget": budget})
+    spec = _load_spec(spec_path, trials, concurrency)
+    budget = spec.budget
 
     def on_start(study, reconciled: int) -> None:
         from optuna.trial import TrialState
@@ -113,7 +126,7 @@ def launch(
         f"({summary.failed_this_run} failed this run, {summary.wall_seconds:.1f}s)",
         highlight=False,
     )
-    resume_hint = f"paretune launch {spec_path}" + (f" --storage {storage}" if storage else "")
+    resume_hint = f"paretune launch {spec_path}{_storage_flag(storage)}"
     if summary.interrupted:
         console.print(f"[yellow]search stopped before its budget; resume with:[/] {resume_hint}", highlight=False)
         raise typer.Exit(130)
@@ -124,7 +137,7 @@ def launch(
             highlight=False,
         )
         raise typer.Exit(1)
-    console.print(f"next: paretune front {spec.name}" + (f" --storage {storage}" if storage else ""), highlight=False)
+    console.print(f"next: paretune front {spec.name}{_storage_flag(storage)}", highlight=False)
 
 
 JOB_ADDRESS_HELP = "The Ray head's dashboard URL, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
@@ -144,18 +157,14 @@ def submit(
 ) -> None:
     """Run the search as a Ray Job on the cluster's head node; prints the job id."""
     from search import jobs
-    from search.spec import load
+    from search.storage import redact
 
-    spec = load(spec_path)
-    budget = spec.budget.model_copy(
-        update={k: v for k, v in {"trials": trials, "concurrency": concurrency}.items() if v is not None}
-    )
-    spec = spec.model_copy(update={"budget": budget})
+    spec = _load_spec(spec_path, trials, concurrency)
     job_id = jobs.submit(spec, address, storage)
     print(job_id)  # plain stdout: scripts capture it
     err_console.print(
         f"submitted study {spec.name} as Ray job {job_id}; follow with: paretune status {spec.name} --address {address}"
-        f" --storage {jobs.redact(storage)}  (or: ray job logs {job_id} --address {address} --follow)",
+        f" --storage {redact(storage)}  (or: ray job logs {job_id} --address {address} --follow)",
         highlight=False,
         soft_wrap=True,
     )
@@ -345,7 +354,7 @@ def export(
         + (f", where {' and '.join(map(str, filters))}" if filters else "")
         + f") to {out}: "
         + " ".join(f"{n}={v:.4g}" for n, v in zip(objectives.names, chosen.values))
-        + f"  {chosen.params.get('family', '')}/{chosen.params.get('prune_kind', '')}/{_quant_mode(chosen.params)}",
+        + f"  {_model_words(chosen.params)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -366,7 +375,7 @@ def train(
         origin = f"trial {exported['trial']} of study {exported.get('study')!r}" if "trial" in exported else str(loaded.path)
         console.print(
             f"retraining {origin} from scratch (seed {loaded.seed}, {loaded.spec.budget.epochs} epochs): "
-            f"{config.get('family', '')}/{config.get('prune_kind', '')}/{_quant_mode(config)}",
+            f"{_model_words(config)}",
             highlight=False,
             soft_wrap=True,
         )
@@ -381,8 +390,7 @@ def train(
         )
     console.print(table)
     if report.artifact_format in retrainer.LOADERS:
-        description = retrainer.LOADERS[report.artifact_format][0]
-        load_with = {"onnx": "onnxruntime.InferenceSession", "torchscript": "torch.jit.load"}[report.artifact_format]
+        description, load_with, _ = retrainer.LOADERS[report.artifact_format]
         console.print(
             f"model: {out / card['artifact']['file']} ({description}; test accuracy "
             f"{card['artifact']['test_accuracy']:.4f}; load with {load_with})",

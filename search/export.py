@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.errors import UsageError
+from search.storage import redact
 
 # User attrs copied into [exported.attrs] when the trial has them.
 EXPORTED_ATTRS = (
@@ -111,11 +112,6 @@ def dumps(data: dict, comments: dict[str, str] | None = None) -> str:
 
 
 # --- export --------------------------------------------------------------------------
-
-
-def redact(url: str) -> str:
-    """A storage URL with its password replaced by ***."""
-    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
 
 
 def study_spec(study: optuna.Study) -> dict:

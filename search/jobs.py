@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.errors import UsageError
-from search.export import redact  # noqa: F401 - the CLI prints storage URLs through it
 from search.spec import StudySpec, TaskFile, to_toml_dict
 
 STUDY_KEY = "paretune_study"

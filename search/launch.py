@@ -65,10 +65,10 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
 
 
-def open_study(spec: StudySpec, url: str | None) -> tuple[optuna.Study, int]:
-    """Create or load the study named after the spec; returns it and the number of
-    trials a dead driver had left RUNNING (now FAIL)."""
-    storage = storages.open_storage(url)
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, int]:
+    """Create or load the study named after the spec in `storage` (from
+    `storage.open_storage`); returns it and the number of trials a dead driver had
+    left RUNNING (now FAIL)."""
     exists = storages.study_exists(storage, spec.name)
     if exists:
         study = optuna.load_study(study_name=spec.name, storage=storage)
@@ -161,12 +161,12 @@ def launch(
     started = time.perf_counter()
     task = load_task(spec)
     check_address(address)
-    storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
+    storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
     started_ray = init_ray(address)
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
-        study, reconciled = open_study(spec, storage_url)
+        study, reconciled = open_study(spec, storage)
         if on_start is not None:
             on_start(study, reconciled)
         # Trained once here; `tune.with_parameters` ships it to every worker through the

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from objectives import accuracy
 from search.errors import UsageError
 
 MODEL_FILE = "model.pt"
@@ -89,16 +90,6 @@ def rebuild_config(loaded: LoadedConfig, task_kind: str) -> dict:
         raise UsageError(f"{loaded.path}: the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None
 
 
-def _predict(model, X: np.ndarray, batch: int = 256) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(X), batch):
-            out.append(model(torch.from_numpy(X[start : start + batch])).argmax(dim=1).numpy())
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
-
-
 def trace(model, example, X_check: np.ndarray) -> tuple[Any | None, str | None]:
     """TorchScript of `model`, checked to predict exactly like it on `X_check` (another
     batch size than the example's); (None, why) when that cannot be had."""
@@ -110,7 +101,7 @@ def trace(model, example, X_check: np.ndarray) -> tuple[Any | None, str | None]:
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
         return None, f"torch.jit.trace failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
     try:
-        agree = float(np.mean(_predict(traced, X_check) == _predict(model, X_check)))
+        agree = float(np.mean(accuracy.predict(traced, X_check) == accuracy.predict(model, X_check)))
     except Exception as exc:  # noqa: BLE001
         return None, f"the traced model does not run on a batch of {len(X_check)} ({type(exc).__name__})"
     if agree < 1.0:
@@ -219,14 +210,14 @@ def _fmt(value: Any, signed: bool = False) -> str:
     return str(value)
 
 
-# How to load each artifact format: (description, python lines).
+# How to load each artifact format: (description, loading call, python lines).
 LOADERS = {
-    "onnx": ("ONNX Runtime, the runtime it was measured on", [
+    "onnx": ("ONNX Runtime, the runtime it was measured on", "onnxruntime.InferenceSession", [
         "import onnxruntime",
         'session = onnxruntime.InferenceSession("{file}")',
         "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape})",
     ]),
-    "torchscript": ("TorchScript", [
+    "torchscript": ("TorchScript", "torch.jit.load", [
         "import torch",
         'model = torch.jit.load("{file}")',
         "logits = model(x)  # x: float32, shape (N, {shape})",
@@ -235,7 +226,7 @@ LOADERS = {
 
 
 def _usage(art: dict, shape: str) -> list[str]:
-    description, code = LOADERS[art["format"]]
+    description, _, code = LOADERS[art["format"]]
     head = f"`{art['file']}` ({description}) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}."
     return [head, "", "```python", *(line.format(file=art["file"], shape=shape) for line in code), "```"]
 
@@ -297,7 +288,7 @@ def _save_onnx_runner(runner, out: Path, task) -> dict | None:
         return None
     runner.save(out / ONNX_FILE)
     return {"format": "onnx", "file": ONNX_FILE, "note": None,
-            "test_accuracy": float(np.mean(_predict(runner, task.X_test) == task.y_test))}
+            "test_accuracy": accuracy.measure(runner, task.X_test, task.y_test).value}
 
 
 def retrain(
@@ -331,7 +322,7 @@ def retrain(
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
         artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None,
-                    "test_accuracy": float(np.mean(_predict(traced, task.X_test) == task.y_test))}
+                    "test_accuracy": accuracy.measure(traced, task.X_test, task.y_test).value}
     else:
         (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
         artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}

@@ -47,6 +47,11 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def redact(url: str) -> str:
+    """A storage URL with its password replaced by ***."""
+    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
+
+
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage; an unusable URL is a UsageError naming it."""
     url = resolve_url(url)
@@ -69,7 +74,7 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # Never echo a password: the URL may carry one (postgresql://user:pw@host/db).
-        shown = re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
+        shown = redact(url)
         raise UsageError(f"--storage {shown}: cannot open storage ({first[:200].replace(url, shown)})") from None
 
 

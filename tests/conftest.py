@@ -76,34 +76,10 @@ def ray_local():
 
 
 def write_toml(path: Path, data: dict) -> Path:
-    """Minimal TOML writer for test specs (tables, arrays, scalars)."""
+    """Write a test spec with the exporter's TOML writer."""
+    from search.export import dumps
 
-    def scalar(value):
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(scalar(v) for v in value) + "]"
-        if isinstance(value, dict):
-            return "{" + ", ".join(f"{k} = {scalar(v)}" for k, v in value.items()) + "}"
-        return repr(value)
-
-    lines: list[str] = []
-
-    def emit(table: dict, prefix: str) -> None:
-        plain = {k: v for k, v in table.items() if not isinstance(v, dict) or not prefix and k in ()}
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        for key, value in plain.items():
-            if not isinstance(value, dict):
-                lines.append(f"{key} = {scalar(value)}")
-        for key, value in nested.items():
-            emit(value, f"{prefix}.{key}" if prefix else key)
-
-    emit(data, "")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(dumps(data))
     return path
 
 
