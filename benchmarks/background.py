@@ -50,7 +50,7 @@ def main() -> None:
     from objectives import latency
     from search.data import load_task
     from search.spec import from_dict
-    from search.train import train
+    from search.train import train_recipe
     from spaces import architecture
 
     if args.threads:
@@ -61,7 +61,7 @@ def main() -> None:
     while True:
         obey_pause()
         if args.work == "train":
-            train(model, task, {**ARCH, **RECIPE}, 1)
+            train_recipe(model, task, {**ARCH, **RECIPE}, 1)
         else:
             guard = latency.exclusive() if args.lock else contextlib.nullcontext()
             with guard:

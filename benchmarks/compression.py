@@ -59,16 +59,16 @@ def evaluate(params: dict, task, spec, batch_repeats: int) -> dict:
     with latency.exclusive():
         batch = latency.measure(result.runner, task.input_shape, threads=spec.measure.threads, batch_size=64,
                                 warmup=5, repeats=batch_repeats)
-    return {**result.metrics, "latency_b64_ms": batch.value}
+    return {**result.metrics.to_result(), "latency_b64_ms": batch.value}
 
 
 def knee_of_search(size: dict, task) -> tuple[dict, str]:
     """A small digits search through `launch`; its knee's config (trial params → config)."""
     import optuna
 
-    import spaces
     from search import front
     from search.launch import launch
+    from search.plugins import suggest_params
 
     spec = spec_for(size, name="compression-search")
     with tempfile.TemporaryDirectory(prefix="paretune-bench-") as scratch:
@@ -77,7 +77,7 @@ def knee_of_search(size: dict, task) -> tuple[dict, str]:
             launch(spec, storage_url=url)
         study = optuna.load_study(study_name=spec.name, storage=url)
         chosen = front.pick(study, "knee")
-    config = spaces.suggest(optuna.trial.FixedTrial(dict(chosen.params)), spec, task.kind)
+    config = suggest_params(optuna.trial.FixedTrial(dict(chosen.params)), spec, task.kind)
     return config, f"knee of a {size['search_trials']}-trial digits search (trial {chosen.number}, {size['epochs']} epochs, TPE)"
 
 

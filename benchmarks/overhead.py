@@ -80,7 +80,7 @@ def trivial_trainable(seconds: float, log: Path):
     objectives. Nested, so cloudpickle ships it by value: workers need not import
     this package."""
 
-    def work(config, task=None, spec=None, teacher=None):
+    def work(config, task=None, spec=None, shared=None, plugins=None):
         from ray import tune
 
         started = time.time()

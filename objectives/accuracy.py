@@ -1,6 +1,9 @@
-"""Top-1 accuracy on a held-out split."""
+"""Top-1 accuracy on a held-out split, and predictions for any model that maps a float
+batch to logits (a torch model, TorchScript, or an ONNX Runtime session wrapper)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -9,15 +12,28 @@ from torch import nn
 from objectives._measurement import Measurement
 
 
-def predict(model: nn.Module, X: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for parameter-less wrappers)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def predict(model: nn.Module, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, label) for every sample of `batches` ((inputs, labels) pairs)."""
     model.eval()
-    outputs = []
+    device = device_of(model)
+    predicted, labels = [], []
     with torch.inference_mode():
-        for start in range(0, len(X), batch_size):
-            outputs.append(model(torch.from_numpy(X[start : start + batch_size])).argmax(dim=1).numpy())
-    return np.concatenate(outputs)
+        for inputs, targets in batches:
+            predicted.append(model(inputs.to(device)).argmax(dim=1).cpu().numpy())
+            labels.append(np.asarray(targets))
+    if not predicted:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(predicted), np.concatenate(labels)
 
 
-def measure(model: nn.Module, X: np.ndarray, y: np.ndarray) -> Measurement:
-    correct = predict(model, X) == y
-    return Measurement(float(correct.mean()), "fraction", "top-1", {"samples": int(len(y))})
+def measure(model: nn.Module, batches: Iterable) -> Measurement:
+    predicted, labels = predict(model, batches)
+    value = float((predicted == labels).mean()) if len(labels) else float("nan")
+    return Measurement(value, "fraction", "top-1", {"samples": int(len(labels))})

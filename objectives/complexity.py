@@ -59,9 +59,10 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
             handles.append(module.register_forward_hook(attention_hook))
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with torch.inference_mode():
-            model(example_input[:1])
+            model(example_input[:1].to(device))
     finally:
         for handle in handles:
             handle.remove()

@@ -1,6 +1,9 @@
 """Energy per inference, in millijoules.
 
-Where a RAPL powercap tree exists (/sys/class/powercap/intel-rapl:N/energy_uj) the
+On a CUDA device NVML's total-energy counter (`nvmlDeviceGetTotalEnergyConsumption`,
+mJ, Volta and newer) is read around a batch of synchronized inferences
+(`source="nvml"`); it counts the whole GPU, so other work on it is included.
+On the CPU, where a RAPL powercap tree exists (/sys/class/powercap/intel-rapl:N/energy_uj) the
 package counters are read around a batch of inferences. RAPL counts the whole
 package, so other load on the node is included; measurements hold the per-node lock.
 Everywhere else the value is an explicit estimate and says so (`source="estimate"`):
@@ -23,6 +26,7 @@ from objectives._measurement import Measurement
 PJ_PER_MAC = {"fp32": 3.7 + 0.9, "int8": 0.2 + 0.03}
 PJ_PER_DRAM_BYTE = 640 / 4
 MIN_RAPL_SECONDS = 0.2  # RAPL updates about every ms; integrate long enough to resolve it
+MIN_NVML_SECONDS = 1.0  # NVML's energy counter updates far less often than RAPL's
 
 
 def rapl_packages(root: Path) -> list[Path]:
@@ -64,6 +68,36 @@ def measure_rapl(run_once: Callable[[], None], packages: list[Path], min_seconds
     )
 
 
+def measure_nvml(run_once: Callable[[], None], device_index: int = 0, min_seconds: float = MIN_NVML_SECONDS) -> Measurement:
+    """Energy per call from NVML's counter; raises (ImportError, pynvml.NVMLError, ...)
+    where there is none, and `measure` falls back to the estimate."""
+    import pynvml
+    import torch
+
+    pynvml.nvmlInit()
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        start, runs = time.perf_counter(), 0
+        while runs == 0 or time.perf_counter() - start < min_seconds:
+            run_once()
+            runs += 1
+        sync()
+        after = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        name = pynvml.nvmlDeviceGetName(handle)
+    finally:
+        pynvml.nvmlShutdown()
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return Measurement(
+        (after - before) / runs,
+        "mJ",
+        "nvml",
+        {"runs": runs, "device": name, "note": "whole-GPU counter; includes other work on the GPU"},
+    )
+
+
 def estimate(latency_ms: float, macs_by_precision: dict[str, int], weight_bytes: float, static_power_w: float) -> Measurement:
     static_mj = static_power_w * latency_ms  # W × ms = mJ
     compute_mj = sum(PJ_PER_MAC[p] * n for p, n in macs_by_precision.items()) * 1e-9
@@ -89,8 +123,16 @@ def measure(
     weight_bytes: float,
     static_power_w: float,
     powercap_root: Path = Path("/sys/class/powercap"),
+    device: str = "cpu",
 ) -> Measurement:
-    """RAPL when the tree is there and readable, otherwise the estimate."""
+    """NVML on a CUDA device, RAPL on a CPU where the tree is there and readable;
+    otherwise the estimate, which says so."""
+    if str(device).startswith("cuda"):
+        try:
+            index = int(str(device).partition(":")[2] or 0)
+            return measure_nvml(run_once, index)
+        except Exception:  # noqa: BLE001 - no NVML, no counter on this GPU: the estimate says so
+            return estimate(latency_ms, macs_by_precision, weight_bytes, static_power_w)
     packages = rapl_packages(Path(powercap_root))
     if packages:
         try:

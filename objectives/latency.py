@@ -61,14 +61,19 @@ def torch_threads(threads: int):
 
 
 def time_forward_ms(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    """Wall time of each of `repeats` forward passes after `warmup` ones. On CUDA each
+    pass is synchronized, so a time is the kernels' completion, not their launch."""
     model.eval()
+    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
     timings = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(example)
+        sync()
         for _ in range(repeats):
             start = time.perf_counter_ns()
             model(example)
+            sync()
             timings.append((time.perf_counter_ns() - start) / 1e6)
     return timings
 
@@ -79,9 +84,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(
-    model: nn.Module, input_shape: tuple[int, ...], *, threads: int = 1, batch_size: int = 1, warmup: int = 20, repeats: int = 100
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 20,
+    repeats: int = 100,
+    device: str = "cpu",
 ) -> Measurement:
-    example = torch.rand(batch_size, *input_shape)
+    example = torch.rand(batch_size, *input_shape, device=device)
     with torch_threads(threads):
         timings = time_forward_ms(model, example, warmup, repeats)
     median = statistics.median(timings)
@@ -95,6 +107,7 @@ def measure(
             "repeats": repeats,
             "threads": threads,
             "batch_size": batch_size,
+            "device": str(device),
             "pid": os.getpid(),
         },
     )

@@ -30,20 +30,42 @@ err_console = Console(stderr=True)
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
 
-def _model_words(params: dict) -> str:
-    """family/pruning/quantization of a trial's params."""
-    return f"{params.get('family', '')}/{params.get('prune_kind', '')}/{_quant_mode(params)}"
+def _model_words(params: dict, spec, task_kind: str) -> str:
+    """A trial's model in a few words, one per dimension (`cnn/structured 0.42/static`)."""
+    from search.plugins import describe_params
+
+    return describe_params(params, spec, task_kind)
 
 
-def _describe(params: dict) -> str:
-    """A trial's model in a few words: family/pruning/quantization[/runtime], or, for a
-    tabular benchmark's cell, its params."""
-    from search.front import param_value
+def _study_words(study, params: dict) -> str:
+    """`_model_words` for a trial of a stored study."""
+    from search.export import recorded_spec, task_kind_of
 
-    if "family" not in params:
+    try:
+        return _model_words(params, recorded_spec(study), task_kind_of(study))
+    except UsageError:
         return " ".join(f"{k}={v}" for k, v in params.items())
-    runtime = param_value(params, "runtime")
-    return _model_words(params) + (f"/{runtime}" if runtime else "")
+
+
+def _print_preflight(report) -> None:
+    """The preflight's table: each enabled choice, whether it works on the model, why."""
+    if not report.checks:
+        return
+    from rich import box
+
+    console.print(
+        f"preflight on {', '.join(report.models)} ({report.seconds:.1f}s):", highlight=False, soft_wrap=True
+    )
+    table = Table("dimension", "choice", "works", "detail", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for check in report.checks:
+        dropped = any(d.choice == check.choice and d.dimension == check.dimension for d in report.dropped)
+        verdict = "yes" if check.ok else ("[yellow]no: dropped[/]" if dropped else "[red]no[/]")
+        table.add_row(check.dimension, check.choice, verdict, escape(check.detail))
+    console.print(table)
+    for check in report.dropped:
+        err_console.print(
+            f"warning: searching without {check.key} {check.choice!r}: {check.detail}", highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def _load_spec(path: Path, trials: int | None, concurrency: int | None):
@@ -57,7 +79,7 @@ def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     return spec.model_copy(update={"budget": budget})
 
 
-def _progress_printer(budget: int, objectives: list[str]):
+def _progress_printer(budget: int, objectives: list[str], describe):
     """One line per finished trial: readable in a terminal and in CI logs alike."""
     from optuna.trial import TrialState
 
@@ -71,7 +93,7 @@ def _progress_printer(budget: int, objectives: list[str]):
             console.print(
                 f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}"
                 + (f" (energy: {source})" if source and "energy_mj" in objectives else "")
-                + f"  {escape(_describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]",
+                + f"  {escape(describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -90,8 +112,16 @@ def launch(
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an existing study (also automatic when it exists)."),
+    drop_unsupported: bool = typer.Option(
+        False, "--drop-unsupported",
+        help="Search without the choices the preflight finds unsupported by the model (default: refuse to start).",
+    ),
 ) -> None:
-    """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage."""
+    """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage.
+
+    Before Ray starts, a preflight builds the model and dry-runs every enabled prune
+    kind, quantization mode and runtime on it; a choice that cannot work stops the
+    launch (exit 2) unless --drop-unsupported."""
     if not address:
         from search.cluster import local_only
 
@@ -118,8 +148,20 @@ def launch(
                 highlight=False,
             )
 
+    checked = {}
+
+    def on_preflight(report) -> None:
+        checked["report"] = report
+        _print_preflight(report)
+
+    def describe(params: dict) -> str:
+        report = checked["report"]
+        return _model_words(params, report.spec, report.task_kind)
+
     summary = launcher.launch(
-        spec, storage_url=storage, address=address, on_start=on_start, on_told=_progress_printer(budget.trials, spec.objective_names)
+        spec, storage_url=storage, address=address, on_start=on_start,
+        on_told=_progress_printer(budget.trials, spec.objective_names, describe),
+        drop_unsupported=drop_unsupported, on_preflight=on_preflight,
     )
     console.print(
         f"{summary.complete}/{summary.budget} COMPLETE in {summary.storage_url} "
@@ -232,12 +274,6 @@ def status(
     console.print(f"Pareto front: {len(study.best_trials)} trials (paretune front {name})", highlight=False)
 
 
-def _quant_mode(params: dict) -> str:
-    from search.front import param_value
-
-    return param_value(params, "quant_mode") or ""
-
-
 def _storage_flag(storage: Optional[str]) -> str:
     return f" --storage {storage}" if storage else ""
 
@@ -287,7 +323,7 @@ def front(
         else:
             from rich import box
 
-            table = Table("trial", *objectives.names, "size_kb", "family", "prune_kind", "quant_mode",
+            table = Table("trial", *objectives.names, "size_kb", "model",
                           box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
             for trial in rows:
                 size = trial.user_attrs.get("size_kb")
@@ -295,9 +331,7 @@ def front(
                     str(trial.number),
                     *(f"{v:.4g}" for v in trial.values),
                     f"{size:.4g}" if isinstance(size, (int, float)) else "",
-                    str(trial.params.get("family", "")),
-                    str(trial.params.get("prune_kind", "")),
-                    str(_quant_mode(trial.params)),
+                    escape(_study_words(study, trial.params)),
                 )
             console.print(table)
             derived = [n for n in objectives.names if not given or n not in given]
@@ -354,7 +388,7 @@ def export(
         + (f", where {' and '.join(map(str, filters))}" if filters else "")
         + f") to {out}: "
         + " ".join(f"{n}={v:.4g}" for n, v in zip(objectives.names, chosen.values))
-        + f"  {_model_words(chosen.params)}",
+        + f"  {_study_words(study, chosen.params)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -370,12 +404,12 @@ def train(
 
     from search import retrain as retrainer
 
-    def on_start(loaded, config) -> None:
+    def on_start(loaded, config, task) -> None:
         exported = loaded.exported
         origin = f"trial {exported['trial']} of study {exported.get('study')!r}" if "trial" in exported else str(loaded.path)
         console.print(
             f"retraining {origin} from scratch (seed {loaded.seed}, {loaded.spec.budget.epochs} epochs): "
-            f"{_model_words(config)}",
+            f"{_model_words(config, loaded.spec, task.kind)}",
             highlight=False,
             soft_wrap=True,
         )

@@ -1,42 +1,152 @@
-"""Tasks: the built-in datasets and user files, split train/val/test by the spec's seed.
+"""Tasks: what a search trains and measures on, as torch Datasets split train/val/test.
 
-Images (digits, or a .npz whose X is N×H×W or N×C×H×W) become float32 N×C×H×W in
-[0, 1]; tabular data (wine, breast_cancer, a CSV, a .npz with 2-D X) is standardized
-with statistics of the training split only.
+- Built-in (digits, wine, breast_cancer) and array files (a .npz with X and y, a .csv
+  with a label column) are read into memory and split 60/20/20 per class by the
+  spec's seed. Images (digits, or a .npz whose X is N×H×W or N×C×H×W) become float32
+  N×C×H×W in [0, 1]; tabular data is standardized with statistics of the training
+  split only.
+- An image folder (`[task] images = "DIR"`, search.images) is decoded lazily, batch by
+  batch, in DataLoader workers: it never sits in memory as a whole.
+- A user factory (`[task] factory = "my_task.py:make"`, or `search.launch(task=...)`)
+  returns a `Task` of its own Datasets.
+
+`loader(dataset, ...)` batches any of them; in-memory datasets hand out whole batches
+by fancy indexing (no per-sample Python work).
 """
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import default_collate
 
 from search.errors import UsageError
-from search.spec import StudySpec, TaskFile
+from search.spec import StudySpec, TaskSource
 
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
 
 
-@dataclass(frozen=True)
-class TaskData:
-    name: str
-    kind: str  # "image", "tabular", or "table" (a tabular benchmark: nothing trains)
-    input_shape: tuple[int, ...]  # one sample, e.g. (1, 8, 8) or (13,)
+@dataclass
+class Task:
+    """A classification task: three torch Datasets of `(input, label)` pairs.
+
+    - `train`, `val`, `test`: each item is a float tensor of `input_shape` and an integer
+      class index in [0, n_classes). Trials train on `train`, report on `val`; `paretune
+      train` measures the retrained model on `test`.
+    - `metrics(model, loader) -> dict[str, float]` (optional): the task's own measures of
+      a model on a DataLoader of `val` (or `test`); any of its keys can be an objective or
+      a constraint in the spec (e.g. `macro_f1 = "maximize"`).
+    - `kind`: "image" (N×C×H×W in [0, 1]: image augmentation applies), "tabular"
+      (standardized features) or any other word (no augmentation); inferred from
+      `input_shape` when empty (3 dims: image, 1 dim: tabular).
+    - `class_labels`: the label of each class index; `preprocessing`: how raw inputs
+      became model inputs (written to the model card).
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    input_shape: tuple[int, ...]
     n_classes: int
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    # What a deployed model needs to reproduce the inputs and read its outputs:
-    # tabular standardization (training-split statistics) and the label of each class index.
+    metrics: Callable[[torch.nn.Module, DataLoader], dict[str, float]] | None = None
+    name: str = "task"
+    kind: str = ""
+    class_labels: tuple = ()
+    preprocessing: dict = field(default_factory=dict)
+    # Tabular standardization (training-split statistics): x_model = (x_raw - mean) / std.
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
-    class_labels: tuple = ()
+    streamed: bool = False  # read from files batch by batch: DataLoader workers pay off
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(d) for d in self.input_shape)
+        self.n_classes = int(self.n_classes)
+        if not self.kind:
+            self.kind = {3: "image", 1: "tabular"}.get(len(self.input_shape), "other")
+
+
+TaskData = Task  # the name older code uses
+
+
+class _Batch(tuple):
+    """A batch an in-memory dataset handed out whole: collation leaves it as it is."""
+
+
+def collate(batch: Any) -> Any:
+    return batch if isinstance(batch, _Batch) else default_collate(batch)
+
+
+class ArrayDataset(Dataset):
+    """Inputs and labels held as numpy arrays; `X` and `y` stay readable."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray):
+        self.X = np.ascontiguousarray(X, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int):
+        return torch.from_numpy(self.X[index]), int(self.y[index])
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        return _Batch((torch.from_numpy(self.X[indices]), torch.from_numpy(self.y[indices])))
+
+
+def loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over `dataset`; shuffled by its own seeded generator, so the batch
+    order is a function of `seed` alone."""
+    generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=max(1, min(int(batch_size), len(dataset))),
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        persistent_workers=False,
+        drop_last=drop_last,
+        collate_fn=collate,
+    )
+
+
+def workers_for(task: Task, spec: StudySpec) -> int:
+    """DataLoader worker processes: `resources.loader_workers`, else 0 for in-memory
+    data and up to 2 (within the trial's CPUs) for data streamed from files."""
+    if spec.resources.loader_workers is not None:
+        return spec.resources.loader_workers
+    return min(2, max(1, int(spec.resources.cpus_per_trial))) if task.streamed else 0
+
+
+def example_inputs(dataset: Dataset, count: int = 2) -> torch.Tensor:
+    """The first `count` inputs of a dataset as one batch."""
+    inputs, _ = next(iter(loader(dataset, count)))
+    return inputs
+
+
+def calibration_batches(task: Task, count: int, batch_size: int = 64, seed: int = 0, workers: int = 0) -> list[torch.Tensor]:
+    """`count` shuffled training batches (inputs only): int8 calibration."""
+    batches = []
+    for inputs, _ in loader(task.train, batch_size, shuffle=True, seed=seed, workers=workers):
+        batches.append(inputs)
+        if len(batches) >= count:
+            break
+    return batches
 
 
 def _builtin(name: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -87,7 +197,7 @@ def _from_csv(path: Path, label: str | None) -> tuple[np.ndarray, np.ndarray, st
     return features.to_numpy(), frame[label].to_numpy(), "tabular"
 
 
-def _read(task: str | TaskFile) -> tuple[np.ndarray, np.ndarray, str, str]:
+def _read(task: str | TaskSource) -> tuple[np.ndarray, np.ndarray, str, str]:
     if isinstance(task, str):
         X, y, kind = _builtin(task)
         return X, y, kind, task
@@ -126,21 +236,34 @@ def _table_task(spec: StudySpec) -> TaskData:
 
     tabular_bench.check_spec(spec)
     tabular_bench.table()  # a missing or unreadable table fails here, before Ray starts
-    empty = np.empty((0, 3, 32, 32), dtype=np.float32)
-    labels = np.empty(0, dtype=np.int64)
-    return TaskData(tabular_bench.TASK, "table", (3, 32, 32), 10, empty, labels, empty, labels, empty, labels)
+    empty = ArrayDataset(np.empty((0, 3, 32, 32), dtype=np.float32), np.empty(0, dtype=np.int64))
+    return Task(empty, empty, empty, (3, 32, 32), 10, name=tabular_bench.TASK, kind="table")
 
 
-def load_task(spec: StudySpec) -> TaskData:
-    """Read and split the spec's task; raises UsageError naming the file when it is unusable."""
+def load_task(spec: StudySpec, factory: Callable | None = None) -> Task:
+    """Read and split the spec's task; raises UsageError naming the file or key when it
+    is unusable. `factory`: the user's task function (search.plugins resolves the
+    spec's `[task] factory`; search.launch(task=...) passes it directly)."""
     if spec.task == "nasbench201":
         return _table_task(spec)
+    if isinstance(spec.task, TaskSource) and spec.task.images is not None:
+        from search.images import load_image_folder
+
+        return load_image_folder(spec.task, spec.seed)
+    if factory is not None or (isinstance(spec.task, TaskSource) and spec.task.factory is not None):
+        from search.plugins import task_from_factory
+
+        return task_from_factory(spec, factory)
+    return _array_task(spec)
+
+
+def _array_task(spec: StudySpec) -> Task:
     # Imported here, not at the top: every trial's worker unpickles TaskData, hence
     # imports this module, and scikit-learn alone takes seconds to import there.
     from sklearn.model_selection import train_test_split
 
     X, y, kind, name = _read(spec.task)
-    source = str(spec.task.path) if isinstance(spec.task, TaskFile) else name
+    source = str(spec.task.path) if isinstance(spec.task, TaskSource) else name
     y, classes = _check(X, y, source)
     X = X.astype(np.float32)
     X_trval, X_test, y_trval, y_test = train_test_split(
@@ -154,18 +277,14 @@ def load_task(spec: StudySpec) -> TaskData:
         mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 1e-8
         X_train, X_val, X_test = ((a - mean) / std for a in (X_train, X_val, X_test))
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    cast = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return TaskData(
-        name=name,
-        kind=kind,
+    return Task(
+        train=ArrayDataset(X_train, y_train),
+        val=ArrayDataset(X_val, y_val),
+        test=ArrayDataset(X_test, y_test),
         input_shape=tuple(X.shape[1:]),
         n_classes=int(y.max()) + 1,
-        X_train=cast(X_train),
-        y_train=y_train.astype(np.int64),
-        X_val=cast(X_val),
-        y_val=y_val.astype(np.int64),
-        X_test=cast(X_test),
-        y_test=y_test.astype(np.int64),
+        name=name,
+        kind=kind,
         feature_mean=mean,
         feature_std=std,
         class_labels=tuple(c.item() if hasattr(c, "item") else c for c in classes),

@@ -23,17 +23,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.errors import UsageError
+from search.metrics import keys as metric_keys
 from search.storage import redact
 
-# User attrs copied into [exported.attrs] when the trial has them.
-EXPORTED_ATTRS = (
-    "accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "latency_source",
-    "size_kb", "params", "nonzero_params", "sparsity", "macs", "quantized",
-    "measure_threads", "measure_batch_size", "hostname", "cpu_model", "cpu_count",
-    "torch_version", "quantized_engine", "seed",
-)
 # Top-level spec keys first, then its tables, in the order a hand-written spec has them.
-SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "budget", "resources", "measure", "space")
+SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "model", "train", "budget", "resources", "measure", "space")
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -124,13 +118,34 @@ def study_spec(study: optuna.Study) -> dict:
     return spec
 
 
+def recorded_spec(study: optuna.Study):
+    """The study's spec as validated StudySpec (user dimensions' sections unvalidated)."""
+    from search.spec import from_dict
+
+    return from_dict(study_spec(study), source=f"study {study.study_name!r} spec")
+
+
+def task_kind_of(study: optuna.Study) -> str:
+    """The kind of task ("image", "tabular", "table", ...) a study searched: recorded at
+    launch; for studies from before that, read from the task itself."""
+    kind = study.user_attrs.get("task_kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    from search.data import load_task
+
+    return load_task(recorded_spec(study)).kind
+
+
 def _ordered_spec(spec: dict) -> dict:
     ordered = {k: spec[k] for k in SPEC_ORDER if k in spec}
     ordered.update({k: v for k, v in spec.items() if k not in ordered})
     task = ordered.get("task")
-    if isinstance(task, dict) and task.get("path") and not Path(task["path"]).is_absolute():
-        # The recorded path is relative to where the search ran; pin it to that place.
-        ordered["task"] = {**task, "path": str(Path(task["path"]).resolve())}
+    if isinstance(task, dict):
+        # A recorded path is relative to where the search ran; pin it to that place.
+        ordered["task"] = {
+            k: str(Path(v).resolve()) if k in ("path", "images") and v and not Path(v).is_absolute() else v
+            for k, v in task.items()
+        }
     return ordered
 
 
@@ -159,10 +174,11 @@ def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *
         exported["pick"] = pick
     exported["exported_at"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     exported["values"] = dict(zip(objectives.names, trial.values or []))
+    exported_keys = (*metric_keys(export=True), *(trial.user_attrs.get("task_metric_names") or ()))
     exported["attrs"] = {
         k: trial.user_attrs[k]
-        for k in EXPORTED_ATTRS
-        if trial.user_attrs.get(k) is not None and k not in exported["values"] and k != "seed"
+        for k in exported_keys
+        if trial.user_attrs.get(k) is not None and k not in exported["values"]
     }
     if "constraints" in trial.user_attrs:
         exported["constraint_violations"] = [float(v) for v in trial.user_attrs["constraints"]]
@@ -215,18 +231,17 @@ def export(
     study: optuna.Study, trial: FrozenTrial, storage_url: str, out: str | Path, *, pick: str | None = None
 ) -> Path:
     config = exported_config(study, trial, storage_url, pick=pick)
-    check_params(config)
+    check_params(config, task_kind_of(study))
     return write(out, config)
 
 
-def check_params(config: dict) -> dict:
+def check_params(config: dict, task_kind: str, plugins=None) -> dict:
     """Rebuild the trial config from the pinned params; a mismatch with the spec is a UsageError."""
-    import spaces
+    from search.plugins import suggest_params
     from search.spec import from_dict
 
     spec = from_dict({k: v for k, v in config.items() if k not in ("params", "exported")})
-    kind = "tabular" if spec.task in ("wine", "breast_cancer") else "image"
     try:
-        return spaces.suggest(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, kind)
+        return suggest_params(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, task_kind, plugins)
     except (ValueError, KeyError) as exc:
         raise UsageError(f"the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None

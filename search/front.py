@@ -316,18 +316,13 @@ class Filter:
         return f"{self.name}{self.op}{value}"
 
 
-# One dimension, two Optuna names: a parameter's choices must not change between trials,
-# so transformers draw `quant_mode_transformer` (none/dynamic) and QAT trials draw
-# `runtime_qat` (no onnxruntime). Filters and tables read them under the common name.
-PARAM_ALIASES = {"quant_mode": ("quant_mode_transformer",), "runtime": ("runtime_qat",)}
-
-
 def param_value(params: dict, name: str) -> Any:
-    """The trial's value of dimension `name`, under whichever Optuna name it was drawn."""
-    for key in (name, *PARAM_ALIASES.get(name, ())):
-        if key in params:
-            return params[key]
-    return None
+    """The trial's value of dimension param `name`, under whichever Optuna name it was
+    drawn (a dimension may draw one choice under per-condition names, e.g.
+    `quant_mode_transformer`; the registry knows them)."""
+    import spaces
+
+    return spaces.param_value(params, name)
 
 
 def lookup(trial: FrozenTrial, name: str, objectives: Objectives) -> Any:

@@ -44,8 +44,16 @@ def node_id() -> str:
     return ""
 
 
+def gpu_model() -> str | None:
+    """The CUDA device torch sees, if any."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return None
+
+
 def describe() -> dict:
     return {
+        "gpu_model": gpu_model(),
         "hostname": socket.gethostname(),
         "node_ip": node_ip(),
         "node_id": node_id(),

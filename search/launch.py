@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster
+from search import cluster, preflight
 from search import storage as storages
-from search.data import TaskData, load_task
+from search.data import Task, load_task
 from search.errors import UsageError
+from search.plugins import Plugins, dimensions, resolve
 from search.samplers import make_sampler
 from search.searcher import AskTellSearcher, reconcile_running
 from search.spec import StudySpec
-from spaces import distillation
 
 # Tune's default CSV/JSON/TensorBoard loggers cost time per trial and duplicate what
 # the Optuna storage keeps.
@@ -65,7 +65,7 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, int]:
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, task_kind: str | None = None) -> tuple[optuna.Study, int]:
     """Create or load the study named after the spec in `storage` (from
     `storage.open_storage`); returns it and the number of trials a dead driver had
     left RUNNING (now FAIL)."""
@@ -93,6 +93,8 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[o
         from search.spec import to_toml_dict
 
         study.set_user_attr("spec", to_toml_dict(spec))
+        if task_kind is not None:  # export and retrain read it instead of guessing from the spec
+            study.set_user_attr("task_kind", task_kind)
     return study, reconcile_running(study)
 
 
@@ -101,17 +103,39 @@ def init_ray(address: str | None) -> bool:
     return cluster.init(address)
 
 
+def prepare_study(spec: StudySpec, task: Task, plugins: Plugins | None = None) -> dict:
+    """Each dimension's once-per-launch work (distillation trains its teacher), by
+    dimension name; shipped once to every trial through Ray's object store."""
+    from spaces import StudyContext
+
+    from search.train import train_recipe
+    from search.trial import train_device
+
+    if task.kind == "table":
+        return {}
+    device = train_device(spec)
+    ctx = StudyContext(spec, task, lambda model, recipe, epochs, seed: train_recipe(model, task, recipe, epochs, seed, device))
+    shared = {}
+    for dimension in dimensions(plugins):
+        value = dimension.prepare_study(spec, task, ctx)
+        if value is not None:
+            shared[dimension.name] = value
+    return shared
+
+
 def run_trials(
     spec: StudySpec,
-    task: TaskData,
+    task: Task,
     study: optuna.Study,
     *,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-    teacher: dict | None = None,
+    shared: dict | None = None,
+    plugins: Plugins | None = None,
     target: Callable | None = None,
 ) -> AskTellSearcher:
-    """`target`: another function trainable with `trainable`'s signature (the
-    orchestration benchmark times this exact path with a trivial one)."""
+    """`shared`: `prepare_study`'s results; `plugins`: the user's code. `target`:
+    another function trainable with `trainable`'s signature (the orchestration
+    benchmark times this exact path with a trivial one)."""
     from ray import tune
 
     from search.trial import trainable
@@ -124,9 +148,12 @@ def run_trials(
         budget=budget.trials,
         max_failed=budget.max_failed_trials if budget.max_failed_trials is not None else budget.trials,
         on_told=on_told,
+        plugins=plugins,
     )
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    runnable = tune.with_resources(tune.with_parameters(target or trainable, task=task, spec=spec, teacher=teacher), resources)
+    runnable = tune.with_resources(
+        tune.with_parameters(target or trainable, task=task, spec=spec, shared=shared or {}, plugins=plugins), resources
+    )
     tune_dir = tempfile.mkdtemp(prefix="paretune-tune-")
     tuner = tune.Tuner(
         runnable,
@@ -157,22 +184,35 @@ def launch(
     address: str | None = None,
     on_start: Callable[[optuna.Study, int], None] | None = None,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    plugins: Plugins | None = None,
+    drop_unsupported: bool = False,
+    on_preflight: Callable[[preflight.PreflightReport], None] | None = None,
 ) -> LaunchSummary:
+    """Run (or resume) the search of `spec` until its budget of COMPLETE trials is in
+    the storage. Everything a user can get wrong is checked before Ray starts or the
+    storage is written: the spec, the user's code (`plugins`, else what the spec
+    references), the data, the preflight of every enabled choice, the address and
+    the storage URL."""
     started = time.perf_counter()
-    task = load_task(spec)
+    plugins = plugins if plugins is not None else resolve(spec)
+    task = load_task(spec, plugins.task)
+    checked = preflight.run(spec, task, plugins, drop_unsupported=drop_unsupported)
+    if on_preflight is not None:
+        on_preflight(checked)
+    spec = checked.spec
     check_address(address)
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
     started_ray = init_ray(address)
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
-        study, reconciled = open_study(spec, storage)
+        study, reconciled = open_study(spec, storage, task.kind)
         if on_start is not None:
             on_start(study, reconciled)
-        # Trained once here; `tune.with_parameters` ships it to every worker through the
-        # object store, so no trial retrains it.
-        teacher = distillation.prepare_teacher(spec, task)
-        searcher = run_trials(spec, task, study, on_told=on_told, teacher=teacher)
+        # Done once here; `tune.with_parameters` ships the results to every worker
+        # through the object store, so no trial redoes them (e.g. retrains the teacher).
+        shared = prepare_study(spec, task, plugins)
+        searcher = run_trials(spec, task, study, on_told=on_told, shared=shared, plugins=plugins)
     finally:
         if started_ray:
             import ray

@@ -22,7 +22,8 @@ import functools
 from torch import nn
 
 from search import hardware, portable
-from search.data import TaskData
+from search.data import Task
+from search.metrics import TrialMetrics
 from search.spec import StudySpec
 
 
@@ -35,12 +36,12 @@ def here() -> dict:
     }
 
 
-def _measure_shipped(model_bytes: bytes, runner_bytes: bytes | None, task: TaskData, spec: StudySpec, info: dict, split: str) -> dict:
+def _measure_shipped(model_bytes: bytes, runner_bytes: bytes | None, task: Task, spec: StudySpec, info: dict, split: str) -> TrialMetrics:
     from search.trial import measure
 
     model = portable.loads(model_bytes)
     runner = portable.loads(runner_bytes) if runner_bytes is not None else model
-    return {**measure(model, task, spec, info, split, runner=runner), **here()}
+    return measure(model, task, spec, info, split, runner=runner).update(**here())
 
 
 @functools.cache
@@ -50,7 +51,7 @@ def _remote():
     return ray.remote(_measure_shipped)
 
 
-def measure(model: nn.Module, runner: nn.Module, task: TaskData, spec: StudySpec, info: dict, split: str = "val") -> dict:
+def measure(model: nn.Module, runner: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val") -> TrialMetrics:
     from search.trial import measure as measure_here
 
     resource = spec.resources.measure_on
@@ -70,4 +71,4 @@ def measure(model: nn.Module, runner: nn.Module, task: TaskData, spec: StudySpec
             )
             shipped_runner = None if runner is model else portable.dumps(runner)
             return ray.get(remote.remote(portable.dumps(model), shipped_runner, task, spec, info, split))
-    return {**measure_here(model, task, spec, info, split, runner=runner), **here()}
+    return measure_here(model, task, spec, info, split, runner=runner).update(**here())

@@ -32,7 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from objectives import accuracy
+from search.data import loader
 from search.errors import UsageError
+from search.metrics import HARDWARE_KEYS, TrialMetrics
+from search.metrics import keys as metric_keys
 
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -41,8 +44,7 @@ FLOAT_STATE_DICT_FILE = "float_state_dict.pt"
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
 # Metrics shown beside the objectives in the card (search-time user attrs vs retrained).
-CARD_METRICS = ("accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "size_kb", "params", "nonzero_params", "sparsity", "macs", "quantized", "energy_source", "latency_source")
-HARDWARE_KEYS = ("hostname", "cpu_model", "cpu_count", "torch_version", "quantized_engine", "measure_threads", "measure_batch_size")
+CARD_METRICS = metric_keys(card=True)
 
 
 @dataclass
@@ -79,31 +81,34 @@ def load_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(path, spec, params, exported, seed)
 
 
-def rebuild_config(loaded: LoadedConfig, task_kind: str) -> dict:
+def rebuild_config(loaded: LoadedConfig, task_kind: str, plugins=None) -> dict:
     import optuna
 
-    import spaces
+    from search.plugins import suggest_params
 
     try:
-        return spaces.suggest(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind)
+        return suggest_params(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind, plugins)
     except (ValueError, KeyError) as exc:
         raise UsageError(f"{loaded.path}: the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None
 
 
-def trace(model, example, X_check: np.ndarray) -> tuple[Any | None, str | None]:
-    """TorchScript of `model`, checked to predict exactly like it on `X_check` (another
-    batch size than the example's); (None, why) when that cannot be had."""
+def trace(model, example, check_batches) -> tuple[Any | None, str | None]:
+    """TorchScript of `model`, checked to predict exactly like it on `check_batches`
+    (the test split, in batches of another size than the example's); (None, why) when
+    that cannot be had."""
     import torch
+
+    from spaces import first_line
 
     try:
         with torch.inference_mode():
             traced = torch.jit.trace(model.eval(), example, check_trace=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
-        return None, f"torch.jit.trace failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        return None, f"torch.jit.trace failed ({first_line(exc)[:200]})"
     try:
-        agree = float(np.mean(accuracy.predict(traced, X_check) == accuracy.predict(model, X_check)))
+        agree = float(np.mean(accuracy.predict(traced, check_batches)[0] == accuracy.predict(model, check_batches)[0]))
     except Exception as exc:  # noqa: BLE001
-        return None, f"the traced model does not run on a batch of {len(X_check)} ({type(exc).__name__})"
+        return None, f"the traced model does not run on the test batches ({type(exc).__name__})"
     if agree < 1.0:
         return None, f"the traced model agrees with the original on only {agree:.1%} of the test split"
     return traced, None
@@ -135,8 +140,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact: dict) -> dict:
+def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, artifact: dict) -> dict:
     spec, exported = loaded.spec, loaded.exported
+    metrics = record.to_result()
     search_values = exported.get("values") or {}
     search_attrs = exported.get("attrs") or {}
     objectives = []
@@ -152,11 +158,12 @@ def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact
     others = [
         {"name": key, "search_val": search_attrs.get(key), "retrained_test": metrics.get(key),
          "delta": _delta(metrics.get(key), search_attrs.get(key))}
-        for key in CARD_METRICS
+        for key in (*CARD_METRICS, *record.task_metrics)
         if key not in spec.objectives and (key in metrics or key in search_attrs)
     ]
     is_image = task.kind == "image"
     return _jsonable({
+        "model": _model_section(spec, config),
         "name": spec.name,
         "source": {
             "config": str(loaded.path),
@@ -171,14 +178,9 @@ def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact
             "kind": task.kind,
             "input_shape": list(task.input_shape),
             "n_classes": task.n_classes,
-            "test_samples": int(len(task.y_test)),
-            "input": (
-                "float32 tensor N×" + "×".join(map(str, task.input_shape)) + ", pixel values scaled to [0, 1]"
-                + (" (digits: the 0–16 pixel values divided by 16)" if task.name == "digits" else "")
-                if is_image
-                else "float32 tensor N×" + str(task.input_shape[0]) + ", each feature standardized as (x - feature_mean) / feature_std "
-                "with the training split's statistics (task.feature_mean, task.feature_std)"
-            ),
+            "test_samples": int(len(task.test)),
+            "input": _input_words(task, is_image),
+            "preprocessing": dict(task.preprocessing),
             "output": f"logits N×{task.n_classes}; the predicted class is argmax over dim 1",
             # x_model = (x_raw - feature_mean) / feature_std, per feature (tabular tasks).
             "feature_mean": list(task.feature_mean) if task.feature_mean is not None else None,
@@ -196,6 +198,24 @@ def build_card(loaded: LoadedConfig, task, config: dict, metrics: dict, artifact
         "artifact": artifact,
         "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     })
+
+
+def _input_words(task, is_image: bool) -> str:
+    shape = "float32 tensor N×" + "×".join(map(str, task.input_shape))
+    if task.kind == "tabular":
+        return (shape + ", each feature standardized as (x - feature_mean) / feature_std "
+                "with the training split's statistics (task.feature_mean, task.feature_std)")
+    if is_image:
+        return shape + ", pixel values scaled to [0, 1]" + (" (digits: the 0–16 pixel values divided by 16)" if task.name == "digits" else "")
+    return shape + " (as the task's datasets produce them)"
+
+
+def _model_section(spec, config: dict) -> dict:
+    """What the card says about the model: the user's factory and knobs, or the family."""
+    if spec.model is not None:
+        knobs = spec.space.model.knobs()
+        return {"source": "user", "factory": spec.model.factory, "knobs": {k: config.get(k) for k in knobs}}
+    return {"source": "built-in", "family": config.get("family")}
 
 
 def _fmt(value: Any, signed: bool = False) -> str:
@@ -258,6 +278,12 @@ def card_markdown(card: dict) -> str:
     for key in HARDWARE_KEYS:
         if key in hw_search or key in hw_now:
             lines.append(f"| {key} | {_fmt(hw_search.get(key))} | {_fmt(hw_now.get(key))} |")
+    model = card.get("model") or {}
+    if model.get("source") == "user":
+        lines += ["", "## Model", "", f"The user's model from `{model['factory']}`, with knobs:", ""]
+        lines += [f"- `{k}` = {_fmt(v)}" for k, v in model["knobs"].items()]
+    if task.get("preprocessing"):
+        lines += ["", "## Preprocessing", ""] + [f"- {k}: {_fmt(v)}" for k, v in task["preprocessing"].items()]
     lines += ["", "## Config", "", "```json", json.dumps(card["config"], indent=2), "```", "", "## Use", ""]
     lines += [f"Input: {task['input']}. Output: {task['output']}.", ""]
     if task.get("feature_mean") is not None:
@@ -279,7 +305,7 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_onnx_runner(runner, out: Path, task) -> dict | None:
+def _save_onnx_runner(runner, out: Path, test_batches) -> dict | None:
     """Save the ONNX Runtime model the trial was measured on; None for other runtimes."""
     from spaces.runtime import OrtModule
 
@@ -287,48 +313,52 @@ def _save_onnx_runner(runner, out: Path, task) -> dict | None:
         (out / ONNX_FILE).unlink(missing_ok=True)
         return None
     runner.save(out / ONNX_FILE)
-    return {"format": "onnx", "file": ONNX_FILE, "note": None,
-            "test_accuracy": accuracy.measure(runner, task.X_test, task.y_test).value}
+    return {"format": "onnx", "file": ONNX_FILE, "note": None, "test_accuracy": accuracy.measure(runner, test_batches).value}
 
 
 def retrain(
     config_path: str | Path,
     out_dir: str | Path,
     *,
-    on_start: Callable[[LoadedConfig, dict], None] | None = None,
+    on_start: Callable[[LoadedConfig, dict, Any], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    plugins=None,
 ) -> RetrainReport:
+    """`plugins` (search.plugins.Plugins): the user's code; by default what the config
+    references is loaded."""
     import torch
 
-    from search.data import load_task
+    from search.data import example_inputs, load_task
+    from search.plugins import resolve
     from search.trial import run_pipeline
 
     loaded = load_config(config_path)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    task = load_task(loaded.spec)
-    config = rebuild_config(loaded, task.kind)
+    plugins = plugins if plugins is not None else resolve(loaded.spec, source=str(loaded.path))
+    task = load_task(loaded.spec, plugins.task)
+    config = rebuild_config(loaded, task.kind, plugins)
     if on_start is not None:
-        on_start(loaded, config)
-    result = run_pipeline(config, task, loaded.spec, loaded.seed, on_epoch=on_epoch, split="test")
+        on_start(loaded, config, task)
+    result = run_pipeline(config, task, loaded.spec, loaded.seed, on_epoch=on_epoch, split="test", plugins=plugins)
     out.mkdir(parents=True, exist_ok=True)
 
     model = result.model.eval()
     files = []
-    example = torch.from_numpy(np.ascontiguousarray(task.X_train[:2]))
-    traced, note = trace(model, example, task.X_test)
+    test_batches = loader(task.test, 512)
+    traced, note = trace(model, example_inputs(task.train).to(next((p.device for p in model.parameters()), "cpu")), test_batches)
     if traced is not None:
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
         artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None,
-                    "test_accuracy": accuracy.measure(traced, task.X_test, task.y_test).value}
+                    "test_accuracy": accuracy.measure(traced, test_batches).value}
     else:
         (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
         artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}
     torch.save(model.state_dict(), out / STATE_DICT_FILE)
     files.append(out / STATE_DICT_FILE)
-    ort_file = _save_onnx_runner(result.runner, out, task)
+    ort_file = _save_onnx_runner(result.runner, out, test_batches)
     if ort_file is not None:
         files.append(out / ONNX_FILE)
         artifact = {**ort_file, "torchscript": artifact}

@@ -17,20 +17,13 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-import spaces
+from search.metrics import stored_attrs
+from search.plugins import Plugins, suggest_params
 from search.samplers import CONSTRAINTS_ATTR
 from search.spec import StudySpec
 
 FAIL_REASON_ATTR = "fail_reason"
 INTERRUPTED = "interrupted: the search stopped before this trial finished"
-# Reported metrics kept as user attrs beside the objective values.
-ATTR_KEYS = (
-    "accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "size_kb", "params",
-    "nonzero_params", "sparsity", "macs", "quantized", "latency_source", "measure_threads",
-    "measure_batch_size", "train_seconds", "measure_seconds", "hostname", "node_ip", "node_id", "cpu_model",
-    "measured_on", "measure_host", "measure_cpu_model",
-    "cpu_count", "torch_version", "quantized_engine", "runtime", "teacher_source", "seed",
-)
 
 
 def objective_values(result: dict | None, names: list[str]) -> tuple[list[float] | None, str | None]:
@@ -80,9 +73,10 @@ class AskTellSearcher(Searcher):
         budget: int,
         max_failed: int,
         on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+        plugins: Plugins | None = None,
     ):
         super().__init__(metric=None, mode=None)
-        self.study, self.spec, self.task_kind = study, spec, task_kind
+        self.study, self.spec, self.task_kind, self.plugins = study, spec, task_kind, plugins
         self.budget, self.max_failed, self.on_told = budget, max_failed, on_told
         self.complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.failed = 0  # failures in this run only; earlier ones do not block a resume
@@ -91,7 +85,7 @@ class AskTellSearcher(Searcher):
     def __getstate__(self) -> dict:
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "plugins")}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage already holds every trial, and resume
@@ -113,7 +107,7 @@ class AskTellSearcher(Searcher):
         if self.complete + len(self.live) >= self.budget:
             return None  # enough in flight; a failure among them frees a slot
         trial = self.study.ask()
-        params = spaces.suggest(trial, self.spec, self.task_kind)
+        params = suggest_params(trial, self.spec, self.task_kind, self.plugins)
         seed = self.spec.seed + trial.number
         trial.set_user_attr("seed", seed)
         self.live[trial_id] = trial
@@ -126,9 +120,8 @@ class AskTellSearcher(Searcher):
         values, reason = objective_values(None if error else result, self.spec.objective_names)
         if error:
             reason = "the trial's worker failed (after retries)"
-        for key in ATTR_KEYS:
-            if result and key in result and result[key] is not None and key != "seed":
-                trial.set_user_attr(key, result[key])
+        for key, value in stored_attrs(None if error else result).items():
+            trial.set_user_attr(key, value)
         if values is None:
             fail(self.study, trial, reason or "unknown failure")
             self.failed += 1

@@ -13,206 +13,109 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from search.errors import UsageError
+from spaces._config import FloatRange, IntRange, Strict  # noqa: F401 - re-exported for specs and tests
 
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "energy_mj", "size_kb", "params", "macs")
 BUILTIN_TASKS = ("digits", "wine", "breast_cancer", "nasbench201")
 Direction = Literal["maximize", "minimize"]
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo in a spec must not be silently ignored."""
+class TaskSource(Strict):
+    """`[task]` as a table: exactly one of `path` (a .npz or .csv file), `images` (an
+    image folder) or `factory` (the user's function). Paths are relative to the spec."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Range(Strict):
-    log: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_pair(cls, value: Any) -> Any:
-        # `ratio = [0.1, 0.9]` is shorthand for `ratio = {low = 0.1, high = 0.9}`.
-        if isinstance(value, (list, tuple)):
-            if len(value) != 2:
-                raise ValueError(f"a range is [low, high], but got {list(value)}")
-            return {"low": value[0], "high": value[1]}
-        return value
+    path: Path | None = None
+    label: str | None = None  # the label column of a CSV; a .npz holds X and y
+    images: Path | None = None  # DIR/<class>/*.png|jpg|jpeg|bmp, or DIR/{train,val,test}/<class>/...
+    image_size: tuple[int, int] | None = None  # [height, width]; default: the first image's size
+    factory: str | None = None  # "my_task.py:make" or "package.module:make"; make(seed) -> search.Task
 
     @model_validator(mode="after")
-    def _check(self) -> "_Range":
-        low, high = self.low, self.high
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError(f"bounds must be finite, but got (low={low}, high={high})")
-        if low > high:
-            raise ValueError(f"`low <= high` must hold, but got (low={low}, high={high})")
-        if self.log and low <= 0:
-            raise ValueError(f"`low > 0` must hold for a log range, but got (low={low})")
-        step = getattr(self, "step", None)
-        if step is not None and step <= 0:
-            raise ValueError(f"`step > 0` must hold, but got (step={step})")
+    def _one_source(self) -> "TaskSource":
+        given = [k for k in ("path", "images", "factory") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, images, factory, but got {', '.join(given) or 'none'}")
+        if self.label is not None and self.path is None:
+            raise ValueError("label goes with path (a CSV file)")
+        if self.image_size is not None and self.images is None:
+            raise ValueError("image_size goes with images (an image folder)")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ValueError(f"image_size must be positive [height, width], but got {list(self.image_size)}")
+        if self.factory is not None:
+            check_reference(self.factory)
         return self
 
 
-class IntRange(_Range):
-    low: int
-    high: int
-    step: int = 1
+TaskFile = TaskSource  # the name older code uses
 
 
-class FloatRange(_Range):
-    low: float
-    high: float
-    step: float | None = None
+def check_reference(text: str) -> str:
+    """`file.py:name` or `module.path:name`: the shape only; loading is search.plugins'."""
+    where, sep, name = text.rpartition(":")
+    if not sep or not where or not name.replace(".", "_").isidentifier():
+        raise ValueError(f"expected 'file.py:name' or 'module.path:name', but got {text!r}")
+    return text
 
 
-def _choices(kind: Any, default: list) -> Any:
-    return Field(default=default, min_length=1, json_schema_extra={"kind": str(kind)})
+class ModelSource(Strict):
+    """`[model]`: the user's model; its knobs are searched from `[space.model]`."""
 
+    factory: str  # build(params, input_shape, n_classes) -> torch.nn.Module
 
-class ArchitectureSpace(Strict):
-    families: list[Literal["mlp", "cnn", "mobilenet", "transformer"]] = _choices("family", ["mlp", "cnn", "mobilenet"])
-    width: IntRange = IntRange(low=8, high=64, log=True)
-    depth: IntRange = IntRange(low=1, high=3)
-    kernels: list[Literal[3, 5]] = _choices("kernel", [3, 5])
-    batch_norm: list[bool] = _choices("bool", [True, False])
-    # Small transformer (patch embedding + encoder layers); used when "transformer" is a family.
-    embed_dim: list[Literal[16, 32, 48, 64]] = _choices("dim", [16, 32, 64])
-    heads: list[Literal[1, 2, 4]] = _choices("heads", [1, 2, 4])
-    layers: IntRange = IntRange(low=1, high=3)
-
-
-class PruningSpace(Strict):
-    kinds: list[Literal["none", "unstructured", "structured", "gradual"]] = _choices(
-        "kind", ["none", "unstructured", "structured"]
-    )
-    ratio: FloatRange = FloatRange(low=0.1, high=0.9)
-    finetune_epochs: int = Field(default=2, ge=0, le=100)
-
-    @field_validator("ratio")
+    @field_validator("factory")
     @classmethod
-    def _ratio_in_unit(cls, value: FloatRange) -> FloatRange:
-        if value.low < 0 or value.high > 0.95:
-            raise ValueError(f"`0 <= ratio <= 0.95` must hold, but got (low={value.low}, high={value.high})")
-        return value
+    def _reference(cls, value: str) -> str:
+        return check_reference(value)
 
 
-class QuantizationSpace(Strict):
-    modes: list[Literal["none", "dynamic", "static", "qat"]] = _choices("mode", ["none", "dynamic", "static", "qat"])
-    calibration_batches: int = Field(default=8, ge=1, le=1000)
-    qat_epochs: int = Field(default=2, ge=1, le=100)
+class TrainSource(Strict):
+    """`[train]`: an optional training loop of the user's own."""
 
+    loop: str | None = None  # fit(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks)
 
-class ScheduleSpace(Strict):
-    optimizers: list[Literal["sgd", "adam", "adamw"]] = _choices("optimizer", ["sgd", "adam", "adamw"])
-    lr: FloatRange = FloatRange(low=3e-4, high=3e-2, log=True)
-    schedules: list[Literal["constant", "step", "exponential", "cosine", "onecycle", "cyclic"]] = _choices(
-        "schedule", ["constant", "step", "exponential", "cosine", "onecycle", "cyclic"]
-    )
-    batch_sizes: list[int] = _choices("batch", [32, 64, 128])
-
-    @field_validator("batch_sizes")
+    @field_validator("loop")
     @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(b <= 0 for b in value):
-            raise ValueError(f"batch sizes must be > 0, but got {value}")
-        return value
+    def _reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value)
 
 
-class RegularizationSpace(Strict):
-    weight_decay: FloatRange = FloatRange(low=1e-6, high=1e-2, log=True)
-    l1: list[bool] = _choices("bool", [False, True])
-    l1_strength: FloatRange = FloatRange(low=1e-7, high=1e-4, log=True)
-    dropout: FloatRange = FloatRange(low=0.0, high=0.5)
-    label_smoothing: FloatRange = FloatRange(low=0.0, high=0.2)
+class CustomDimensions(Strict):
+    """`[space.custom]`: user dimensions following the spaces.Dimension protocol; each
+    one's settings live in `[space.<its name>]`."""
 
+    dimensions: list[str] = Field(default_factory=list)
 
-def _within(value: FloatRange, low: float, high: float, name: str, *, open_low: bool = False) -> FloatRange:
-    below = value.low <= low if open_low else value.low < low
-    if below or value.high > high:
-        sign = "<" if open_low else "<="
-        raise ValueError(f"`{low} {sign} {name} <= {high}` must hold, but got (low={value.low}, high={value.high})")
-    return value
-
-
-class DistillationSpace(Strict):
-    """Soft-target knowledge distillation from one teacher trained once per study.
-
-    Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE."""
-
-    enabled: bool = False
-    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
-    alpha: FloatRange = FloatRange(low=0.1, high=0.9)
-    # Also match the batch similarity matrices of the penultimate features
-    # (similarity-preserving distillation); [False] keeps logits only.
-    features: list[bool] = _choices("bool", [False])
-    feature_weight: FloatRange = FloatRange(low=0.1, high=10.0, log=True)
-    # The teacher: a residual CNN for image tasks, an MLP for tabular ones ("auto").
-    teacher_family: Literal["auto", "cnn", "mlp"] = "auto"
-    teacher_width: int = Field(default=32, ge=4, le=512)
-    teacher_depth: int = Field(default=2, ge=1, le=6)
-    teacher_epochs: int = Field(default=15, ge=1, le=1000)
-
-    @field_validator("temperature")
+    @field_validator("dimensions")
     @classmethod
-    def _positive_temperature(cls, value: FloatRange) -> FloatRange:
-        return _within(value, 0.0, 100.0, "temperature", open_low=True)
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_in_unit(cls, value: FloatRange) -> FloatRange:
-        return _within(value, 0.0, 1.0, "alpha")
+    def _references(cls, value: list[str]) -> list[str]:
+        return [check_reference(v) for v in value]
 
 
-class AugmentationSpace(Strict):
-    """Per-batch training augmentation; `strength` (searched) scales every op's
-    magnitude: 0 is the identity, 1 the maxima below."""
+class _SpaceBase(Strict):
+    # Extra sections belong to user dimensions ([space.custom]); from_dict refuses them
+    # when none are named, search.plugins validates them against their configs.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    enabled: bool = False
-    strength: FloatRange = FloatRange(low=0.0, high=1.0)
-    image_ops: list[Literal["shift", "rotate", "scale", "noise"]] = ["shift", "rotate", "scale", "noise"]
-    tabular_ops: list[Literal["noise", "jitter"]] = ["noise", "jitter"]
-    max_shift: int = Field(default=2, ge=0, le=16)  # pixels (pad + random crop)
-    max_rotation: float = Field(default=15.0, ge=0, le=180)  # degrees
-    max_scale: float = Field(default=0.15, ge=0, lt=1)  # zoom in/out by up to this fraction
-    noise_std: float = Field(default=0.1, ge=0, le=10)  # Gaussian noise (images in [0, 1]; tabular standardized)
-    jitter_std: float = Field(default=0.1, ge=0, le=10)  # per-feature multiplicative jitter (tabular)
-
-    @field_validator("strength")
-    @classmethod
-    def _strength_in_unit(cls, value: FloatRange) -> FloatRange:
-        return _within(value, 0.0, 1.0, "strength")
+    def section(self, name: str) -> Any:
+        """The config of dimension `name`: a model for built-ins, the raw table for user ones."""
+        if name in type(self).model_fields:
+            return getattr(self, name)
+        return (self.model_extra or {}).get(name, {})
 
 
-class RuntimeSpace(Strict):
-    """The inference runtime latency and energy are measured on."""
+def _space_model() -> type[BaseModel]:
+    """[space]: one section per registered dimension, from the dimension's own config."""
+    import spaces
 
-    enabled: bool = False
-    runtimes: list[Literal["eager", "torchscript", "onnxruntime"]] = _choices(
-        "runtime", ["eager", "torchscript", "onnxruntime"]
-    )
-    opset: int = Field(default=17, ge=13, le=21)  # ONNX opset for the onnxruntime export
-    # Also run torch.jit.optimize_for_inference after freezing (float models).
-    torchscript_optimize: bool = False
+    fields: dict[str, Any] = {d.name: (d.config, d.config()) for d in spaces.builtins()}
+    fields["custom"] = (CustomDimensions, CustomDimensions())
+    return create_model("Space", __base__=_SpaceBase, __module__=__name__, **fields)
 
 
-class Space(Strict):
-    architecture: ArchitectureSpace = ArchitectureSpace()
-    pruning: PruningSpace = PruningSpace()
-    quantization: QuantizationSpace = QuantizationSpace()
-    schedule: ScheduleSpace = ScheduleSpace()
-    regularization: RegularizationSpace = RegularizationSpace()
-    # Optional dimensions: off unless `enabled = true`.
-    distillation: DistillationSpace = DistillationSpace()
-    augmentation: AugmentationSpace = AugmentationSpace()
-    runtime: RuntimeSpace = RuntimeSpace()
-
-
-class TaskFile(Strict):
-    path: Path
-    label: str | None = None  # the label column of a CSV; a .npz holds X and y
+Space = _space_model()
 
 
 class Budget(Strict):
@@ -225,12 +128,16 @@ class Budget(Strict):
 
 class Resources(Strict):
     cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    gpus_per_trial: float = Field(default=0, ge=0)  # > 0: trials train on CUDA
+    # DataLoader worker processes per trial; default: 0 for in-memory data, up to 2
+    # (within cpus_per_trial) for data streamed from files (an image folder).
+    loader_workers: int | None = Field(default=None, ge=0, le=64)
     # Pin measurement to nodes that carry this Ray custom resource (e.g. "edge").
     measure_on: str | None = None
 
 
 class Measure(Strict):
+    device: Literal["cpu", "cuda"] = "cpu"  # where latency and energy are measured
     threads: int = Field(default=1, ge=1)
     batch_size: int = Field(default=1, ge=1)
     warmup: int = Field(default=20, ge=0)
@@ -255,8 +162,6 @@ class Constraint(Strict):
         if not match:
             raise ValueError(f"a constraint reads like 'latency_ms <= 2.0', but got {text!r}")
         name, op, bound = match.groups()
-        if name not in OBJECTIVE_NAMES:
-            raise ValueError(f"unknown metric {name!r} in constraint; choose from {', '.join(OBJECTIVE_NAMES)}")
         try:
             value = float(bound)
         except ValueError:
@@ -276,7 +181,7 @@ class Constraint(Strict):
 
 class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    task: str | TaskFile = "digits"
+    task: str | TaskSource = "digits"
     seed: int = 0
     sampler: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
     objectives: dict[str, Direction] = Field(
@@ -286,31 +191,48 @@ class StudySpec(Strict):
     budget: Budget = Budget()
     resources: Resources = Resources()
     measure: Measure = Measure()
+    model: ModelSource | None = None
+    train: TrainSource = TrainSource()
     space: Space = Space()
 
     @field_validator("task")
     @classmethod
-    def _known_task(cls, value: str | TaskFile) -> str | TaskFile:
+    def _known_task(cls, value: str | TaskSource) -> str | TaskSource:
         if isinstance(value, str) and value not in BUILTIN_TASKS:
-            raise ValueError(f"unknown task {value!r}; use one of {', '.join(BUILTIN_TASKS)} or {{path = ...}}")
+            raise ValueError(
+                f"unknown task {value!r}; use one of {', '.join(BUILTIN_TASKS)} or a table with path, images or factory"
+            )
         return value
 
     @field_validator("objectives")
     @classmethod
-    def _known_objectives(cls, value: dict[str, str]) -> dict[str, str]:
+    def _known_objectives(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if not value:
             raise ValueError("at least one objective is needed")
-        unknown = sorted(set(value) - set(OBJECTIVE_NAMES))
+        unknown = [name for name in value if not _known_metric(name, info)]
         if unknown:
-            raise ValueError(f"unknown objective {unknown[0]!r}; choose from {', '.join(OBJECTIVE_NAMES)}")
+            raise ValueError(
+                f"unknown objective {unknown[0]!r}; choose from {', '.join(OBJECTIVE_NAMES)} "
+                "(or a metric of a [task] factory's metrics())"
+            )
         return value
 
     @field_validator("constraints", mode="before")
     @classmethod
-    def _parse_constraints(cls, value: Any) -> Any:
+    def _parse_constraints(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, list):
             raise ValueError("constraints is a list of strings like 'latency_ms <= 2.0'")
-        return [Constraint.parse(v) if isinstance(v, str) else v for v in value]
+        constraints = [Constraint.parse(v) if isinstance(v, str) else v for v in value]
+        for constraint in constraints:
+            name = constraint.objective if isinstance(constraint, Constraint) else dict(constraint).get("objective")
+            if name is not None and not _known_metric(name, info):
+                raise ValueError(f"unknown metric {name!r} in constraint; choose from {', '.join(OBJECTIVE_NAMES)}")
+        return constraints
+
+    @property
+    def task_metrics(self) -> list[str]:
+        """Objective names that a user task's metrics() must provide."""
+        return [n for n in self.objective_names if n not in OBJECTIVE_NAMES]
 
     @property
     def directions(self) -> list[str]:
@@ -319,6 +241,14 @@ class StudySpec(Strict):
     @property
     def objective_names(self) -> list[str]:
         return list(self.objectives)
+
+
+def _known_metric(name: str, info: ValidationInfo) -> bool:
+    """A built-in metric, or (with a user task factory) any identifier its metrics() may return."""
+    if name in OBJECTIVE_NAMES:
+        return True
+    task = info.data.get("task")
+    return isinstance(task, TaskSource) and task.factory is not None and name.isidentifier()
 
 
 def _field_path(loc: tuple) -> str:
@@ -339,15 +269,61 @@ def _message(error: dict) -> str:
     return msg
 
 
-def from_dict(data: dict, *, source: str = "spec", base_dir: Path | None = None) -> StudySpec:
-    """Validate a parsed spec; task paths are resolved against `base_dir`."""
+def is_file_reference(text: str) -> bool:
+    """`my_model.py:build` (a file) rather than `package.module:build` (an import)."""
+    where = text.rpartition(":")[0]
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _anchored(text: str, base_dir: Path) -> str:
+    where, _, name = text.rpartition(":")
+    if not is_file_reference(text) or Path(where).is_absolute():
+        return text
+    return f"{(base_dir / where).as_posix()}:{name}"
+
+
+def _anchor_paths(spec: StudySpec, base_dir: Path) -> StudySpec:
+    """File paths in a spec are relative to the spec file; make them absolute."""
+    update: dict[str, Any] = {}
+    task = spec.task
+    if isinstance(task, TaskSource):
+        fields = {}
+        for key in ("path", "images"):
+            value = getattr(task, key)
+            if value is not None and not value.is_absolute():
+                fields[key] = base_dir / value
+        if task.factory is not None:
+            fields["factory"] = _anchored(task.factory, base_dir)
+        update["task"] = task.model_copy(update=fields)
+    if spec.model is not None:
+        update["model"] = spec.model.model_copy(update={"factory": _anchored(spec.model.factory, base_dir)})
+    if spec.train.loop is not None:
+        update["train"] = spec.train.model_copy(update={"loop": _anchored(spec.train.loop, base_dir)})
+    custom = spec.space.custom
+    if custom.dimensions:
+        anchored = custom.model_copy(update={"dimensions": [_anchored(d, base_dir) for d in custom.dimensions]})
+        update["space"] = spec.space.model_copy(update={"custom": anchored})
+    return spec.model_copy(update=update)
+
+
+def from_dict(
+    data: dict, *, source: str = "spec", base_dir: Path | None = None, extra_sections: tuple[str, ...] = ()
+) -> StudySpec:
+    """Validate a parsed spec. File paths (task files and folders, `file.py:name`
+    references) are resolved against `base_dir`. `[space.<name>]` sections beyond the
+    built-in dimensions must belong to user dimensions: named in
+    `[space.custom] dimensions`, or passed in `extra_sections` (search.launch's
+    `dimensions=`); search.plugins validates them against their configs."""
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"{source}: {_field_path(first['loc'])}: {_message(first)}") from None
-    if isinstance(spec.task, TaskFile) and base_dir is not None and not spec.task.path.is_absolute():
-        spec = spec.model_copy(update={"task": spec.task.model_copy(update={"path": base_dir / spec.task.path})})
+    extra = sorted(set(spec.space.model_extra or {}) - set(extra_sections))
+    if extra and not spec.space.custom.dimensions:
+        raise UsageError(f"{source}: space.{extra[0]}: unknown field")
+    if base_dir is not None:
+        spec = _anchor_paths(spec, base_dir)
     return spec
 
 

@@ -1,98 +1,166 @@
-"""The training loop every trial, fine-tune and retrain shares."""
+"""The training loop every trial, fine-tune, teacher and retrain shares, and the
+contract of a user's own loop.
+
+A user loop (`[train] loop = "my_train.py:fit"`, or `search.launch(train=fit)`) is
+called with keywords:
+
+    fit(model=..., train_loader=..., val_loader=..., optimizer=..., scheduler=...,
+        epochs=..., report=..., hooks=...)
+
+- `model` is on `hooks.device`; `train_loader`/`val_loader` yield `(inputs, labels)`
+  batches (CPU tensors) of the trial's batch size;
+- `optimizer` and `scheduler` come from the trial's searched params (optimizer, lr,
+  weight decay, schedule); step the scheduler once per batch (its length is
+  `epochs * len(train_loader)` steps);
+- `report(epoch, val_accuracy)` after each epoch (epoch counts from 0); it feeds the
+  search's per-epoch results;
+- `hooks` (spaces.TrainingHooks) carries what the other dimensions need: per batch
+  `inputs = hooks.transform(inputs)` (augmentation), `loss = hooks.loss(model,
+  inputs, logits, labels)` (label smoothing, distillation, L1), `hooks.after_backward(model)`
+  after `loss.backward()`, `hooks.pause()` between batches; `hooks.end_epoch(epoch)`
+  after each epoch (gradual pruning); `hooks.accuracy(model, val_loader)` measures.
+
+The same loop runs the fine-tunes after pruning and during QAT (fewer epochs, a tenth
+of the learning rate, constant schedule). A hook the trial needs but the loop never
+calls fails the trial with a message naming it, so a loop cannot silently drop a
+searched dimension.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from objectives import accuracy, latency
-from search.data import TaskData
-from spaces import distillation, regularization, schedule
+from objectives import accuracy
+from search.data import Task, loader
+from spaces import TrainingHooks
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def train(
+class _Recording(TrainingHooks):
+    """TrainingHooks that remember which of their methods a loop called."""
+
+    def __init__(self, hooks: TrainingHooks):
+        super().__init__(**{f.name: getattr(hooks, f.name) for f in dataclasses.fields(hooks)})
+        self.used: set[str] = set()
+
+    def transform(self, inputs):
+        self.used.add("transform")
+        return super().transform(inputs)
+
+    def loss(self, model, inputs, logits, targets):
+        self.used.add("loss")
+        return super().loss(model, inputs, logits, targets)
+
+    def after_backward(self, model):
+        self.used.add("after_backward")
+        return super().after_backward(model)
+
+    def end_epoch(self, epoch):
+        self.used.add("end_epoch")
+        return super().end_epoch(epoch)
+
+    def unused_needs(self) -> list[str]:
+        needed = {
+            "transform": bool(self.transforms),
+            "loss": bool(self.loss_wrappers or self.penalties) or not isinstance(self.criterion, nn.CrossEntropyLoss)
+            or getattr(self.criterion, "label_smoothing", 0.0) > 0,
+            "after_backward": bool(self.backward_hooks),
+            "end_epoch": bool(self.epoch_hooks),
+        }
+        return [name for name, need in needed.items() if need and name not in self.used]
+
+
+def evaluate(model: nn.Module, data) -> float:
+    """Top-1 accuracy of `model` on a DataLoader (or any iterable of batches)."""
+    return accuracy.measure(model, data).value
+
+
+def fit(
     model: nn.Module,
-    task: TaskData,
-    params: dict,
+    task: Task,
+    hooks: TrainingHooks,
     epochs: int,
     *,
     seed: int = 0,
     lr_scale: float = 1.0,
     constant_lr: bool = False,
-    on_epoch: Callable[[int, float], None] | None = None,
-    epoch_hooks: tuple = (),
-    teacher: nn.Module | None = None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    yield_to_measurements: bool = True,
+    report: Callable[[int, float], None] | None = None,
+    workers: int = 0,
+    loop: Callable | None = None,
 ) -> nn.Module:
-    """Train in place for `epochs`; `on_epoch(epoch, val_accuracy)` after each epoch.
-
-    `lr_scale`/`constant_lr` serve fine-tunes (after pruning, during QAT): a tenth of
-    the learning rate, held constant. `epoch_hooks` get `.on_epoch_end(epoch)` (gradual
-    pruning). `augment` transforms each training batch's inputs (labels unchanged);
-    with a `teacher` and the params' `kd_*` settings the loss is the distillation loss
-    (spaces.distillation), the teacher seeing the same augmented batch.
-    `yield_to_measurements`: pause between batches while a latency/energy
-    measurement runs on this node (objectives.latency.exclusive)."""
+    """Train `model` in place for `epochs` with `hooks` (spaces.TrainingHooks), by the
+    user's `loop` where given, else by paretune's own; returns it in eval mode."""
     if epochs <= 0:
         return model
-    run_params = {**params, "lr": params["lr"] * lr_scale}
-    if constant_lr:
-        run_params["schedule"] = "constant"
-    generator = torch.Generator().manual_seed(seed)
-    X, y = torch.from_numpy(task.X_train), torch.from_numpy(task.y_train)
-    batch_size = min(int(params["batch_size"]), len(X))
-    steps_per_epoch = math.ceil(len(X) / batch_size)
-    optimizer = schedule.make_optimizer(model, run_params, params.get("weight_decay", 0.0))
-    scheduler = schedule.make_scheduler(optimizer, run_params, epochs * steps_per_epoch)
-    loss_fn = regularization.criterion(params)
-    distiller = None
-    if teacher is not None and distillation.wanted(params):
-        distiller = distillation.Distiller(teacher, params).attach(model)
-    try:
-        for epoch in range(epochs):
+    model.to(hooks.device)
+    train_loader = loader(task.train, hooks.batch_size, shuffle=True, seed=seed, workers=workers)
+    val_loader = loader(task.val, 512, workers=workers)
+    if hooks.make_optimizer is None or hooks.make_scheduler is None:
+        raise ValueError("training needs an optimizer and a schedule (the schedule dimension sets them)")
+    optimizer = hooks.make_optimizer(model, lr_scale)
+    scheduler = hooks.make_scheduler(optimizer, epochs * len(train_loader), constant_lr)
+    run = _Recording(hooks)
+    with run.attached(model):
+        if loop is None:
+            _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, run)
+        else:
             model.train()
-            order = torch.randperm(len(X), generator=generator)
-            for start in range(0, len(X), batch_size):
-                if yield_to_measurements:
-                    latency.wait_for_measurements()
-                index = order[start : start + batch_size]
-                if len(index) < 2:  # batch norm cannot train on one sample
-                    continue
-                inputs = X[index] if augment is None else augment(X[index])
-                logits = model(inputs)
-                loss = loss_fn(logits, y[index])
-                if distiller is not None:
-                    loss = distiller.loss(logits, inputs, loss)
-                loss = loss + regularization.l1_penalty(model, params)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-            for hook in epoch_hooks:
-                hook.on_epoch_end(epoch)
-            if on_epoch is not None:
-                on_epoch(epoch, accuracy.measure(model, task.X_val, task.y_val).value)
-    finally:
-        if distiller is not None:
-            distiller.detach()
+            loop(
+                model=model, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer,
+                scheduler=scheduler, epochs=epochs, report=report or (lambda epoch, value: None), hooks=run,
+            )
+            missing = run.unused_needs()
+            if missing:
+                raise RuntimeError(
+                    f"the training loop never called hooks.{missing[0]}(...), which this trial's params need; "
+                    "see search/train.py for the loop contract"
+                )
     return model.eval()
 
 
-def calibration_batches(task: TaskData, count: int, batch_size: int = 64, seed: int = 0) -> list[torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(task.X_train))
-    return [
-        torch.from_numpy(task.X_train[order[i : i + batch_size]])
-        for i in range(0, min(count * batch_size, len(order)), batch_size)
-    ]
+def _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks: TrainingHooks) -> None:
+    device = hooks.device
+    for epoch in range(epochs):
+        model.train()
+        for inputs, targets in train_loader:
+            hooks.pause()
+            if len(inputs) < 2:  # batch norm cannot train on one sample
+                continue
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            inputs = hooks.transform(inputs)
+            logits = model(inputs)
+            loss = hooks.loss(model, inputs, logits, targets)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: loss is {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            hooks.after_backward(model)
+            optimizer.step()
+            scheduler.step()
+        hooks.end_epoch(epoch)
+        if report is not None:
+            report(epoch, evaluate(model, val_loader))
+
+
+def recipe_hooks(params: dict, device: torch.device | str = "cpu") -> TrainingHooks:
+    """Training hooks of a fixed recipe (optimizer, lr, schedule, batch_size,
+    weight_decay, label_smoothing): for teachers and tests."""
+    from spaces import regularization, schedule
+
+    hooks = TrainingHooks(device=torch.device(device))
+    schedule.recipe(params, hooks)
+    hooks.criterion = regularization.criterion(params)
+    return hooks
+
+
+def train_recipe(model: nn.Module, task: Task, params: dict, epochs: int, seed: int = 0, device="cpu", workers: int = 0) -> float:
+    """Train with a fixed recipe; returns the validation accuracy."""
+    fit(model, task, recipe_hooks(params, device), epochs, seed=seed, workers=workers)
+    return evaluate(model, loader(task.val, 512, workers=workers))

@@ -1,14 +1,21 @@
-"""One trial: build → train (augmented, distilled where the trial says so) → prune
-(+ fine-tune) → quantize → bring to its runtime → measure.
+"""One trial: every dimension of the space, in pipeline order, then the measurements.
 
-`run_pipeline` is plain Python (tests and `paretune train` call it directly);
+```
+build (architecture | the user's model) -> prepare (each dimension adds to the
+training hooks) -> train (paretune's loop or the user's) -> compress (pruning +
+fine-tune, quantization) -> deploy (runtime) -> measure -> one TrialMetrics record
+```
+
+`run_pipeline` is plain Python (tests, `paretune train` and the preflight call it);
 `trainable` wraps it for Ray Tune: it reports validation accuracy each epoch and the
 final metrics once, and turns an exception inside the trial into a reported failure
-(stored as FAIL with its reason) so one bad trial never stops the search.
+(stored as FAIL with its reason), so one bad trial never stops the search.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,115 +23,159 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import spaces
 from objectives import accuracy, complexity, energy, latency
 from search import hardware, placement
-from search.data import TaskData
+from search.data import Task, calibration_batches, example_inputs, loader, workers_for
+from search.metrics import TrialMetrics
+from search.plugins import Plugins, dimensions
 from search.spec import StudySpec
-from search.train import calibration_batches, train
-from spaces import architecture, augmentation, distillation, pruning, quantization, runtime
+from search.train import fit, train_recipe
 
 
 @dataclass
 class PipelineResult:
-    model: nn.Module  # the deployable model (int8 where quantized)
-    float_model: nn.Module  # the same model before quantization
-    metrics: dict
+    model: nn.Module | None  # the deployable model (int8 where quantized)
+    float_model: nn.Module | None  # the same model before quantization
+    metrics: TrialMetrics | dict  # a dict only for a lookup-table task
     # What latency, energy and accuracy were measured on: the model on the trial's
     # runtime (TorchScript module, ONNX Runtime session); `model` itself for eager.
     runner: nn.Module | None = None
 
 
-def int8_share(mode: str, macs: dict[str, int]) -> dict[str, int]:
-    """MACs by precision: static/QAT run conv and linear in int8, dynamic only linear."""
-    if mode in ("static", "qat"):
-        return {"int8": macs["conv"] + macs["linear"], "fp32": macs["attention"]}
-    if mode == "dynamic":
-        return {"int8": macs["linear"], "fp32": macs["conv"] + macs["attention"]}
-    return {"fp32": sum(macs.values())}
+def train_device(spec: StudySpec) -> torch.device:
+    """CUDA when the trial asked for a GPU and has one; the CPU otherwise."""
+    if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def measure_device(spec: StudySpec) -> torch.device:
+    return torch.device("cuda") if spec.measure.device == "cuda" else torch.device("cpu")
+
+
+def macs_by_precision(macs: dict[str, int], int8_kinds: tuple[str, ...]) -> dict[str, int]:
+    """MACs split by the precision they run in (the quantization dimension records
+    which layer kinds run in int8)."""
+    int8 = sum(macs[k] for k in int8_kinds)
+    out = {"fp32": sum(macs.values()) - int8}
+    if int8:
+        out["int8"] = int8
+    return out
+
+
+def trial_context(
+    params: dict, task: Task, spec: StudySpec, seed: int, plugins: Plugins, shared: dict | None = None
+) -> spaces.TrialContext:
+    """The typed context every dimension's prepare/apply sees in one trial."""
+    device = train_device(spec)
+    workers = workers_for(task, spec)
+    study = spaces.StudyContext(
+        spec, task, lambda model, recipe, epochs, run_seed: train_recipe(model, task, recipe, epochs, run_seed, device, workers)
+    )
+    ctx = spaces.TrialContext(
+        spec=spec,
+        task=task,
+        params=params,
+        seed=seed,
+        example=example_inputs(task.train),
+        fit=lambda *a, **k: None,  # set below: it needs the finished hooks
+        calibration=functools.cache(
+            lambda: calibration_batches(task, spec.space.quantization.calibration_batches, seed=seed, workers=workers)
+        ),
+        study=study,
+        user_model=plugins.model,
+        shared=dict(shared or {}),
+        device=device,
+        training=spaces.TrainingHooks(pause=latency.wait_for_measurements, device=device),
+    )
+
+    def fine_tune(model: nn.Module, epochs: int, *, lr_scale: float = 0.1, constant_lr: bool = True, seed_offset: int = 1):
+        # Fine-tunes (after pruning, during QAT) train like the trial, without its epoch
+        # hooks (gradual pruning belongs to the main training only).
+        hooks = dataclasses.replace(ctx.training, epoch_hooks=[])
+        return fit(model, task, hooks, epochs, seed=seed + seed_offset, lr_scale=lr_scale, constant_lr=constant_lr,
+                   workers=workers, loop=plugins.train)
+
+    ctx.fit = fine_tune
+    return ctx
+
+
+def build_model(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension]) -> nn.Module:
+    builders = [d for d in active if d.stage == "build"]
+    if len(builders) != 1:
+        raise RuntimeError(f"exactly one dimension must build the model, but got {[d.name for d in builders]}")
+    return builders[0].apply(None, params, ctx)
 
 
 def build_and_compress(
-    params: dict, task: TaskData, spec: StudySpec, seed: int, on_epoch=None, *, teacher: dict | None = None
-) -> tuple[nn.Module, nn.Module, dict]:
-    """`teacher` is `distillation.prepare_teacher`'s dict; a distilling trial without
-    one trains the same teacher in this process (once)."""
+    params: dict, task: Task, spec: StudySpec, seed: int, on_epoch=None, *, plugins: Plugins | None = None,
+    shared: dict | None = None,
+) -> tuple[nn.Module, spaces.TrialContext, list[spaces.Dimension]]:
+    """Build, train and compress; returns the compressed model, the trial context
+    (ctx.float_model, ctx.info) and the active dimensions."""
+    plugins = plugins or Plugins()
+    active = spaces.active(dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model is not None or plugins.model is not None))
     torch.manual_seed(seed)
-    example = torch.from_numpy(task.X_train[:2])
-    teacher_model, teacher_source = distillation.teacher_for(params, spec, task, teacher)
-    augment = augmentation.make(params, spec.space.augmentation, task.kind, seed)
-    extras = {"teacher": teacher_model, "augment": augment}
-    torch.manual_seed(seed)  # the same initial weights whether or not a teacher was trained just now
+    ctx = trial_context(params, task, spec, seed, plugins, shared)
     started = time.perf_counter()
-    model = architecture.build(params, task.input_shape, task.n_classes, params.get("dropout", 0.0))
-    kind = params.get("prune_kind", "none")
-    hooks = (pruning.GradualPruner(model, params["prune_ratio"], spec.budget.epochs),) if kind == "gradual" else ()
-    train(model, task, params, spec.budget.epochs, seed=seed, on_epoch=on_epoch, epoch_hooks=hooks, **extras)
-    model = pruning.apply(model, params, example)
-    if kind in ("unstructured", "structured"):
-        train(model, task, params, spec.space.pruning.finetune_epochs, seed=seed + 1, lr_scale=0.1, constant_lr=True, **extras)
-    model = pruning.finalize(model).eval()
-    macs = complexity.count_macs(model, example)
-    float_params, _ = complexity.count_params(model)
-    mode = params.get("quant_mode", "none")
-
-    def qat_fine_tune(prepared: nn.Module) -> None:
-        train(prepared, task, params, spec.space.quantization.qat_epochs, seed=seed + 2, lr_scale=0.1, constant_lr=True, **extras)
-
-    float_model = model
-    if mode != "none":
-        import copy
-
-        float_model = copy.deepcopy(model)
-    deployable = quantization.apply(
-        model,
-        mode,
-        example,
-        calibration=calibration_batches(task, spec.space.quantization.calibration_batches, seed=seed),
-        fine_tune=qat_fine_tune,
-    )
-    info = {
+    model = build_model(params, ctx, active).to(ctx.device)
+    for dimension in active:
+        dimension.prepare(model, params, ctx)
+    torch.manual_seed(seed)  # the same training randomness whether or not a teacher was trained just now
+    fit(model, task, ctx.training, spec.budget.epochs, seed=seed, report=on_epoch, workers=workers_for(task, spec), loop=plugins.train)
+    for dimension in active:
+        if dimension.stage == "compress":
+            model = dimension.apply(model, params, ctx)
+    float_model = ctx.float_model if ctx.float_model is not None else model
+    macs = complexity.count_macs(float_model, ctx.example)
+    ctx.info.update({
         "macs": int(sum(macs.values())),
-        "macs_by_precision": int8_share(mode, macs),
-        "float_params": float_params,
+        "macs_by_precision": macs_by_precision(macs, ctx.info.get("int8_kinds", ())),
+        "float_params": complexity.count_params(float_model)[0],
         "train_seconds": time.perf_counter() - started,
-    }
-    if teacher_model is not None:
-        info["teacher_source"] = teacher_source  # "study": prepared once by the launcher; "process": trained here
-    return deployable, float_model, info
+    })
+    return model.eval(), ctx, active
 
 
-def to_runtime(params: dict, model: nn.Module, float_model: nn.Module, task: TaskData, spec: StudySpec, seed: int) -> nn.Module:
-    """The deployable model on the trial's runtime (spaces.runtime); raises
-    RuntimeUnavailable, which fails the trial, when it cannot be brought there."""
-    if params.get("runtime", "eager") == "eager":
-        return model
-    settings = spec.space.runtime
-    calibration = calibration_batches(task, spec.space.quantization.calibration_batches, seed=seed)
-    return runtime.apply(
-        params,
-        model,
-        float_model,
-        torch.from_numpy(task.X_train[:2]),
-        threads=spec.measure.threads,
-        calibration=calibration,
-        opset=settings.opset,
-        optimize=settings.torchscript_optimize,
-    )
+def deploy(model: nn.Module, params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension]) -> nn.Module:
+    """The deployable model on its measurement device and runtime (the deploy stage)."""
+    device = measure_device(ctx.spec)
+    model = model.to(device)
+    if ctx.float_model is not None:
+        ctx.float_model = ctx.float_model.to(device)
+    ctx.example = ctx.example.to(device)
+    runner = model
+    for dimension in active:
+        if dimension.stage == "deploy":
+            runner = dimension.apply(runner, params, ctx)
+    return runner
+
+
+def task_metrics(task: Task, runner: nn.Module, batches) -> dict[str, float]:
+    """The task's own metrics of the deployed model (empty without `Task.metrics`)."""
+    if task.metrics is None:
+        return {}
+    values = task.metrics(runner, batches)
+    if not isinstance(values, dict):
+        raise TypeError(f"Task.metrics returned {type(values).__name__}, not a dict of numbers")
+    return {str(k): float(v) for k, v in values.items()}
 
 
 def measure(
-    model: nn.Module, task: TaskData, spec: StudySpec, info: dict, split: str = "val", *, runner: nn.Module | None = None
-) -> dict:
+    model: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val", *, runner: nn.Module | None = None
+) -> TrialMetrics:
     """Objectives of the deployable `model`; latency, energy and accuracy run on
     `runner` (the model on its runtime) where given. Parameter counts come from the
     torch model; the size is the runtime's own artifact where it has one (ONNX)."""
-    X, y = (task.X_val, task.y_val) if split == "val" else (task.X_test, task.y_test)
     settings = spec.measure
     runner = model if runner is None else runner
+    dataset = task.val if split == "val" else task.test
     total_params, nonzero_params = complexity.count_params(model)
-    artifact = runtime.artifact_kb(runner)
+    artifact = spaces.runtime.artifact_kb(runner)
     size = complexity.size_kb(model) if artifact is None else artifact
-    example = torch.rand(settings.batch_size, *task.input_shape)
+    device = str(measure_device(spec))
+    example = torch.rand(settings.batch_size, *task.input_shape, device=device)
     started = time.perf_counter()
     with latency.exclusive(), latency.torch_threads(settings.threads):
         speed = latency.measure(
@@ -134,6 +185,7 @@ def measure(
             batch_size=settings.batch_size,
             warmup=settings.warmup,
             repeats=settings.repeats,
+            device=device,
         )
 
         def run_once() -> None:
@@ -147,70 +199,76 @@ def measure(
             weight_bytes=size * 1024,
             static_power_w=settings.static_power_w,
             powercap_root=settings.powercap_root,
+            device=device,
         )
-    metrics = {
-        "accuracy": accuracy.measure(runner, X, y).value,
-        "latency_ms": speed.value,
-        "latency_p90_ms": speed.detail["p90_ms"],
-        "energy_mj": power.value,
-        "energy_source": power.source,
-        "size_kb": size,
-        "params": info["float_params"],
-        "nonzero_params": nonzero_params,
-        "sparsity": 1 - nonzero_params / max(total_params, 1),
-        "macs": info["macs"],
-        "quantized": quantization.is_quantized(model),
-        "latency_source": speed.source,
-        "measure_threads": settings.threads,
-        "measure_batch_size": settings.batch_size,
-        "train_seconds": info["train_seconds"],
-        "measure_seconds": time.perf_counter() - started,
-        "split": split,
-    }
-    if "teacher_source" in info:
-        metrics["teacher_source"] = info["teacher_source"]
-    return metrics
+    batches = loader(dataset, 512, workers=workers_for(task, spec))
+    return TrialMetrics(
+        accuracy=accuracy.measure(runner, batches).value,
+        latency_ms=speed.value,
+        latency_p90_ms=speed.detail["p90_ms"],
+        energy_mj=power.value,
+        energy_source=power.source,
+        size_kb=size,
+        params=info["float_params"],
+        nonzero_params=nonzero_params,
+        sparsity=1 - nonzero_params / max(total_params, 1),
+        macs=info["macs"],
+        quantized=spaces.quantization.is_quantized(model),
+        latency_source=speed.source,
+        measure_device=device,
+        measure_threads=settings.threads,
+        measure_batch_size=settings.batch_size,
+        runtime="eager",
+        train_seconds=info["train_seconds"],
+        measure_seconds=time.perf_counter() - started,
+        split=split,
+        teacher_source=info.get("teacher_source"),
+        task_metrics=task_metrics(task, runner, batches),
+    )
 
 
 def run_pipeline(
     params: dict,
-    task: TaskData,
+    task: Task,
     spec: StudySpec,
     seed: int,
     on_epoch=None,
     split: str = "val",
     *,
-    teacher: dict | None = None,
+    shared: dict | None = None,
+    plugins: Plugins | None = None,
 ) -> PipelineResult:
-    """`teacher`: the study's teacher from `spaces.distillation.prepare_teacher(spec,
-    task)`, shipped once to the workers; only distilling trials use it."""
+    """Run one trial's config. `shared`: the launch's `prepare_study` results by
+    dimension name (the distillation teacher), shipped once to the workers; `plugins`:
+    the user's model factory, training loop and dimensions."""
     if task.kind == "table":  # a tabular benchmark: the recorded metrics are the result
         from search import tabular_bench
 
         return PipelineResult(None, None, tabular_bench.lookup(params))
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
-    model, float_model, info = build_and_compress(params, task, spec, seed, on_epoch, teacher=teacher)
-    runner = to_runtime(params, model, float_model, task, spec, seed)
+    model, ctx, active = build_and_compress(params, task, spec, seed, on_epoch, plugins=plugins, shared=shared)
+    runner = deploy(model, params, ctx, active)
     # On this node, or on one carrying `resources.measure_on` (search.placement).
-    metrics = placement.measure(model, runner, task, spec, info, split)
-    metrics["runtime"] = params.get("runtime", "eager")
-    metrics.update(hardware.describe())
-    return PipelineResult(model, float_model, metrics, runner)
+    metrics = placement.measure(model, runner, task, spec, ctx.info, split)
+    metrics = metrics.update(
+        runtime=params.get("runtime", "eager"), train_device=str(ctx.device), **hardware.describe()
+    )
+    return PipelineResult(model, ctx.float_model if ctx.float_model is not None else model, metrics, runner)
 
 
-def trainable(config: dict, task: TaskData, spec: StudySpec, teacher: dict | None = None) -> None:
-    """Ray Tune function trainable. `config` = {"params", "seed", "number"} from the searcher;
-    `teacher` = `spaces.distillation.prepare_teacher(spec, task)` (None: no distillation),
-    passed like `task` through `tune.with_parameters` so it sits once in the object store."""
+def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = None, plugins: Plugins | None = None) -> None:
+    """Ray Tune function trainable. `config` = {"params", "seed", "number"} from the
+    searcher; `shared` and `plugins` travel like `task` through `tune.with_parameters`,
+    so each sits once in the object store."""
     from ray import tune
 
     def report_epoch(epoch: int, val_accuracy: float) -> None:
         tune.report({"epoch": epoch + 1, "val_accuracy": val_accuracy})
 
     try:
-        result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, teacher=teacher)
+        result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, shared=shared, plugins=plugins)
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        tune.report({"fail_reason": reason, "traceback": traceback.format_exc()[-2000:]})
+        tune.report({"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]})
         return
-    tune.report({**result.metrics, "done": True})
+    metrics = result.metrics.to_result() if isinstance(result.metrics, TrialMetrics) else result.metrics
+    tune.report({**metrics, "done": True})

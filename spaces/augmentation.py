@@ -18,22 +18,44 @@ Tabular (N×F, standardized):
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
 
-from search.spec import AugmentationSpace
-from spaces._suggest import suggest_range
+from spaces._config import FloatRange, Strict, suggest_range, within
+from spaces.dimension import Dimension, SuggestContext, TrialContext, register
+
+
+class AugmentationSpace(Strict):
+    """Per-batch training augmentation; `strength` (searched) scales every op's
+    magnitude: 0 is the identity, 1 the maxima below."""
+
+    enabled: bool = False
+    strength: FloatRange = FloatRange(low=0.0, high=1.0)
+    image_ops: list[Literal["shift", "rotate", "scale", "noise"]] = ["shift", "rotate", "scale", "noise"]
+    tabular_ops: list[Literal["noise", "jitter"]] = ["noise", "jitter"]
+    max_shift: int = Field(default=2, ge=0, le=16)  # pixels (pad + random crop)
+    max_rotation: float = Field(default=15.0, ge=0, le=180)  # degrees
+    max_scale: float = Field(default=0.15, ge=0, lt=1)  # zoom in/out by up to this fraction
+    noise_std: float = Field(default=0.1, ge=0, le=10)  # Gaussian noise (images in [0, 1]; tabular standardized)
+    jitter_std: float = Field(default=0.1, ge=0, le=10)  # per-feature multiplicative jitter (tabular)
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_in_unit(cls, value: FloatRange) -> FloatRange:
+        return within(value, 0.0, 1.0, "strength")
 
 
 def _ops(bounds: AugmentationSpace, task_kind: str) -> list[str]:
-    return list(bounds.image_ops if task_kind == "image" else bounds.tabular_ops)
-
-
-def suggest(trial, bounds: AugmentationSpace, task_kind: str = "image") -> dict:
-    if not bounds.enabled or not _ops(bounds, task_kind):
-        return {}
-    return {"aug_strength": suggest_range(trial, "aug_strength", bounds.strength)}
+    """The ops for a task kind: images (N×C×H×W in [0, 1]), tabular (standardized), none otherwise."""
+    if task_kind == "image":
+        return list(bounds.image_ops)
+    if task_kind == "tabular":
+        return list(bounds.tabular_ops)
+    return []
 
 
 def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
@@ -62,8 +84,13 @@ def random_affine(x: torch.Tensor, max_degrees: float, max_scale: float, generat
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output → input coordinates
     theta = torch.zeros(n, 2, 3, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    # Drawn on the CPU generator (reproducible on any device), then moved to x's device.
+    return torch.randn(x.shape, generator=generator).to(x.device)
 
 
 class Augmenter:
@@ -91,12 +118,12 @@ class Augmenter:
             zoom = s * b.max_scale if "scale" in self.ops else 0.0
             x = random_affine(x, degrees, zoom, g)
             if "noise" in self.ops and b.noise_std > 0:
-                x = (x + torch.randn(x.shape, generator=g) * (s * b.noise_std)).clamp(0.0, 1.0)
+                x = (x + _noise(x, g) * (s * b.noise_std)).clamp(0.0, 1.0)
             return x
         if "jitter" in self.ops and b.jitter_std > 0:
-            x = x * (1 + torch.randn(x.shape, generator=g) * (s * b.jitter_std))
+            x = x * (1 + _noise(x, g) * (s * b.jitter_std))
         if "noise" in self.ops and b.noise_std > 0:
-            x = x + torch.randn(x.shape, generator=g) * (s * b.noise_std)
+            x = x + _noise(x, g) * (s * b.noise_std)
         return x
 
 
@@ -106,3 +133,22 @@ def make(params: dict, bounds: AugmentationSpace, task_kind: str, seed: int = 0)
         return None
     augmenter = Augmenter(params["aug_strength"], bounds, task_kind, seed)
     return None if augmenter.identity else augmenter
+
+
+class Augmentation(Dimension):
+    name = "augmentation"
+    config = AugmentationSpace
+    order = 70
+
+    def suggest(self, trial, config: AugmentationSpace, ctx: SuggestContext) -> dict:
+        if not config.enabled or not _ops(config, ctx.task_kind):
+            return {}
+        return {"aug_strength": suggest_range(trial, "aug_strength", config.strength)}
+
+    def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
+        augmenter = make(params, ctx.settings(self), ctx.task.kind, ctx.seed)
+        if augmenter is not None:
+            ctx.training.transforms.append(augmenter)
+
+
+register(Augmentation)

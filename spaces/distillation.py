@@ -18,12 +18,46 @@ classifier inputs) are matched, which needs no projection between the two widths
 
 from __future__ import annotations
 
+import contextlib
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
-from search.spec import DistillationSpace
-from spaces._suggest import suggest_choice, suggest_range
+from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range, within
+from spaces._layers import classifier_of
+from spaces.dimension import Dimension, StudyContext, SuggestContext, TrialContext, register
+
+
+class DistillationSpace(Strict):
+    """Soft-target knowledge distillation from one teacher trained once per study.
+
+    Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE."""
+
+    enabled: bool = False
+    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
+    alpha: FloatRange = FloatRange(low=0.1, high=0.9)
+    # Also match the batch similarity matrices of the penultimate features
+    # (similarity-preserving distillation); [False] keeps logits only.
+    features: list[bool] = choices("bool", [False])
+    feature_weight: FloatRange = FloatRange(low=0.1, high=10.0, log=True)
+    # The teacher: a residual CNN for image tasks, an MLP for tabular ones ("auto").
+    teacher_family: Literal["auto", "cnn", "mlp"] = "auto"
+    teacher_width: int = Field(default=32, ge=4, le=512)
+    teacher_depth: int = Field(default=2, ge=1, le=6)
+    teacher_epochs: int = Field(default=15, ge=1, le=1000)
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_temperature(cls, value: FloatRange) -> FloatRange:
+        return within(value, 0.0, 100.0, "temperature", open_low=True)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_unit(cls, value: FloatRange) -> FloatRange:
+        return within(value, 0.0, 1.0, "alpha")
 
 # The teacher's fixed training recipe (its epochs come from the spec).
 TEACHER_RECIPE = {
@@ -34,18 +68,6 @@ TEACHER_RECIPE = {
     "weight_decay": 1e-4,
     "label_smoothing": 0.0,
 }
-
-
-def suggest(trial, bounds: DistillationSpace) -> dict:
-    if not bounds.enabled:
-        return {}
-    params = {
-        "kd_temperature": suggest_range(trial, "kd_temperature", bounds.temperature),
-        "kd_alpha": suggest_range(trial, "kd_alpha", bounds.alpha),
-    }
-    if suggest_choice(trial, "kd_features", bounds.features):
-        params["kd_feature_weight"] = suggest_range(trial, "kd_feature_weight", bounds.feature_weight)
-    return params
 
 
 def wanted(params: dict) -> bool:
@@ -67,26 +89,25 @@ def teacher_params(bounds: DistillationSpace, task_kind: str) -> dict:
     return params
 
 
-def prepare_teacher(spec, task) -> dict | None:
-    """Train the study's teacher (fixed architecture and recipe, seeded by the spec).
+def prepare_teacher(spec, task, train) -> dict | None:
+    """Train the study's teacher (fixed architecture and recipe, seeded by the spec) with
+    `train(model, params, epochs, seed)`.
 
     Returns None when distillation is disabled, else a picklable dict: `params`
     (architecture), `state_dict` (CPU tensors), `val_accuracy`, `epochs`."""
     bounds = spec.space.distillation
     if not bounds.enabled:
         return None
-    from objectives import accuracy
-    from search.train import train
     from spaces import architecture
 
     params = teacher_params(bounds, task.kind)
     torch.manual_seed(spec.seed)
     model = architecture.build(params, task.input_shape, task.n_classes)
-    train(model, task, {**params, **TEACHER_RECIPE}, bounds.teacher_epochs, seed=spec.seed)
+    val_accuracy = train(model, {**params, **TEACHER_RECIPE}, bounds.teacher_epochs, spec.seed)
     return {
         "params": params,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "val_accuracy": accuracy.measure(model, task.X_val, task.y_val).value,
+        "val_accuracy": val_accuracy,
         "epochs": bounds.teacher_epochs,
         "input_shape": tuple(task.input_shape),
         "n_classes": int(task.n_classes),
@@ -109,28 +130,29 @@ def load_teacher(teacher: dict, task) -> nn.Module:
 _TRAINED_HERE: dict[tuple, dict] = {}
 
 
-def _trained_here(spec, task) -> dict:
+def _trained_here(spec, task, study: StudyContext) -> dict:
     """`prepare_teacher`, once per process for one task and distillation setting."""
-    key = (task.name, tuple(task.input_shape), task.n_classes, len(task.X_train), spec.seed, spec.space.distillation.model_dump_json())
+    key = (task.name, tuple(task.input_shape), task.n_classes, len(task.train), spec.seed, spec.space.distillation.model_dump_json())
     if key not in _TRAINED_HERE:
         _TRAINED_HERE.clear()  # one study per process: keep one teacher, not a pile
-        _TRAINED_HERE[key] = prepare_teacher(spec, task)
+        _TRAINED_HERE[key] = prepare_teacher(spec, task, study.train)
     return _TRAINED_HERE[key]
 
 
-def teacher_for(params: dict, spec, task, teacher: dict | None = None) -> tuple[nn.Module | None, str | None]:
+def teacher_for(params: dict, ctx: TrialContext) -> tuple[nn.Module | None, str | None]:
     """The teacher module a trial distills from, and where it came from.
 
-    (None, None) when the trial does not distill. `teacher` is the dict the launcher
-    prepared once per study; without one (a direct `run_pipeline` call, a retrain)
-    the same teacher is trained here, once per process and spec."""
+    (None, None) when the trial does not distill. The launcher prepares the teacher
+    once per study (`ctx.shared["distillation"]`); without one (a direct pipeline call,
+    a retrain) the same teacher is trained here, once per process and spec."""
     if not wanted(params):
         return None, None
+    teacher = ctx.shared.get(Distillation.name)
     if teacher is not None:
-        return load_teacher(teacher, task), "study"
-    if not spec.space.distillation.enabled:
+        return load_teacher(teacher, ctx.task), "study"
+    if not ctx.spec.space.distillation.enabled:
         raise ValueError("params ask for distillation (kd_alpha) but space.distillation is not enabled")
-    return load_teacher(_trained_here(spec, task), task), "process"
+    return load_teacher(_trained_here(ctx.spec, ctx.task, ctx.study), ctx.task), "process"
 
 
 # --- the loss -------------------------------------------------------------------------------
@@ -159,8 +181,8 @@ def similarity_loss(student_features: torch.Tensor, teacher_features: torch.Tens
 class _FeatureTap:
     """Keeps the input of a model's classifier (its penultimate features) per forward."""
 
-    def __init__(self, model: nn.Module):
-        classifier = getattr(model, "classifier", None)
+    def __init__(self, model: nn.Module, n_classes: int | None = None):
+        classifier = classifier_of(model, n_classes)
         self.value: torch.Tensor | None = None
         self.handle = classifier.register_forward_pre_hook(self._keep) if isinstance(classifier, nn.Module) else None
 
@@ -178,8 +200,9 @@ class Distiller:
     manager around training: `attach(student)` hooks the feature taps, exiting
     removes them (they never stay on a deployed model)."""
 
-    def __init__(self, teacher: nn.Module, params: dict):
+    def __init__(self, teacher: nn.Module, params: dict, n_classes: int | None = None):
         self.teacher = teacher.eval()
+        self.n_classes = n_classes
         self.temperature = float(params["kd_temperature"])
         self.alpha = float(params["kd_alpha"])
         self.feature_weight = float(params.get("kd_feature_weight", 0.0))
@@ -187,7 +210,7 @@ class Distiller:
 
     def attach(self, student: nn.Module) -> "Distiller":
         if self.feature_weight > 0:
-            self._student_tap, self._teacher_tap = _FeatureTap(student), _FeatureTap(self.teacher)
+            self._student_tap, self._teacher_tap = _FeatureTap(student, self.n_classes), _FeatureTap(self.teacher, self.n_classes)
             self._taps = [self._student_tap, self._teacher_tap]
         return self
 
@@ -205,8 +228,50 @@ class Distiller:
     def loss(self, student_logits: torch.Tensor, inputs: torch.Tensor, hard_loss: torch.Tensor) -> torch.Tensor:
         """`hard_loss` is the student's usual loss on the labels (CE, label smoothing)."""
         with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
+            teacher_logits = self.teacher.to(inputs.device)(inputs)
         total = self.alpha * soft_target_loss(student_logits, teacher_logits, self.temperature) + (1 - self.alpha) * hard_loss
         if self._taps and self._student_tap.value is not None and self._teacher_tap.value is not None:
             total = total + self.feature_weight * similarity_loss(self._student_tap.value, self._teacher_tap.value)
         return total
+
+
+class Distillation(Dimension):
+    name = "distillation"
+    config = DistillationSpace
+    order = 60
+
+    def suggest(self, trial, config: DistillationSpace, ctx: SuggestContext) -> dict:
+        if not config.enabled:
+            return {}
+        params = {
+            "kd_temperature": suggest_range(trial, "kd_temperature", config.temperature),
+            "kd_alpha": suggest_range(trial, "kd_alpha", config.alpha),
+        }
+        if suggest_choice(trial, "kd_features", config.features):
+            params["kd_feature_weight"] = suggest_range(trial, "kd_feature_weight", config.feature_weight)
+        return params
+
+    def prepare_study(self, spec, task, ctx: StudyContext) -> dict | None:
+        return prepare_teacher(spec, task, ctx.train)
+
+    def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
+        teacher, source = teacher_for(params, ctx)
+        if teacher is None:
+            return
+        ctx.info["teacher_source"] = source  # "study": prepared once by the launcher; "process": trained here
+        distiller = Distiller(teacher, params, ctx.task.n_classes)
+
+        @contextlib.contextmanager
+        def attached(student: nn.Module):
+            # Each training run (main, fine-tune, QAT) taps its own student model.
+            distiller.attach(student)
+            try:
+                yield
+            finally:
+                distiller.detach()
+
+        ctx.training.attachments.append(attached)
+        ctx.training.loss_wrappers.append(lambda loss, model, inputs, logits, targets: distiller.loss(logits, inputs, loss))
+
+
+register(Distillation)

@@ -1,45 +1,62 @@
 """Pruning dimension: none, unstructured magnitude, structured channel pruning
-(torch-pruning: layers physically shrink), and gradual magnitude pruning during
-training on a cubic sparsity ramp (Zhu & Gupta, 2017)."""
+(torch-pruning's dependency graph: layers physically shrink, on any model it can
+trace), and gradual magnitude pruning during training on a cubic sparsity ramp
+(Zhu & Gupta, 2017).
+
+The output layer keeps all its weights (its outputs are the classes): on a user's
+model that is `model.classifier` if it has one, else every Linear/Conv2d whose output
+count equals the number of classes (spaces._layers.output_layers).
+"""
 
 from __future__ import annotations
 
+import copy
+from typing import Literal
+
 import torch
 import torch_pruning as tp
+from pydantic import Field, field_validator
 from torch import nn
 from torch.nn.utils import prune
 
-from search.spec import PruningSpace
-from spaces._suggest import suggest_choice, suggest_range
+from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range
+from spaces._layers import attention_modules, infer_classes, inside_attention, output_layers
+from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
 
 
-def suggest(trial, bounds: PruningSpace) -> dict:
-    kind = suggest_choice(trial, "prune_kind", bounds.kinds)
-    if kind == "none":
-        return {"prune_kind": "none"}
-    return {"prune_kind": kind, "prune_ratio": suggest_range(trial, "prune_ratio", bounds.ratio)}
+class PruningSpace(Strict):
+    kinds: list[Literal["none", "unstructured", "structured", "gradual"]] = choices(
+        "kind", ["none", "unstructured", "structured"]
+    )
+    ratio: FloatRange = FloatRange(low=0.1, high=0.9)
+    finetune_epochs: int = Field(default=2, ge=0, le=100)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_in_unit(cls, value: FloatRange) -> FloatRange:
+        if value.low < 0 or value.high > 0.95:
+            raise ValueError(f"`0 <= ratio <= 0.95` must hold, but got (low={value.low}, high={value.high})")
+        return value
 
 
-def _prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    # The classifier keeps all its weights: its outputs are the classes.
-    classifier = getattr(model, "classifier", None)
+def _prunable(model: nn.Module, n_classes: int | None = None) -> list[tuple[nn.Module, str]]:
+    keep = output_layers(model, n_classes if n_classes is not None else infer_classes(model))
     return [
         (m, "weight")
         for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not classifier and not _inside_attention(model, m)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not any(m is k for k in keep) and not inside_attention(model, m)
     ]
 
 
-def _inside_attention(model: nn.Module, module: nn.Module) -> bool:
-    return any(module is sub for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for sub in mha.modules())
-
-
-def prune_unstructured(model: nn.Module, ratio: float) -> nn.Module:
+def prune_unstructured(model: nn.Module, ratio: float, n_classes: int | None = None) -> nn.Module:
     """Global L1 magnitude pruning: the smallest `ratio` of weights become exact zeros.
 
     The masks stay attached so a fine-tune keeps pruned weights at zero; `finalize`
     bakes them in before quantization or export."""
-    prune.global_unstructured(_prunable(model), pruning_method=prune.L1Unstructured, amount=float(ratio))
+    targets = _prunable(model, n_classes)
+    if not targets:
+        raise ValueError("unstructured pruning: the model has no Linear or Conv2d layer besides its output layer")
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=float(ratio))
     return model
 
 
@@ -80,15 +97,14 @@ def prune_feedforward_units(model: nn.Module, ratio: float) -> int:
     return pruned
 
 
-def prune_structured(model: nn.Module, ratio: float, example_input: torch.Tensor) -> nn.Module:
+def prune_structured(model: nn.Module, ratio: float, example_input: torch.Tensor, n_classes: int | None = None) -> nn.Module:
     """Remove whole channels/units by L2 magnitude; dependent layers shrink with them.
 
     Transformers: feed-forward hidden units are pruned (`prune_feedforward_units`);
     attention heads and the embedding width are kept."""
     prune_feedforward_units(model, ratio)
-    classifier = getattr(model, "classifier", None)
-    ignored = [classifier] if classifier is not None else []
-    attention = [m for m in model.modules() if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))]
+    ignored = output_layers(model, n_classes if n_classes is not None else infer_classes(model))
+    attention = attention_modules(model)
     if attention:
         # Head and embedding pruning of attention is out of scope: keep the encoder whole.
         ignored += attention + [getattr(model, "patch", None)]
@@ -105,8 +121,8 @@ def prune_structured(model: nn.Module, ratio: float, example_input: torch.Tensor
     return model
 
 
-def sparsity(model: nn.Module) -> float:
-    weights = [m.weight for m, _ in _prunable(model)]
+def sparsity(model: nn.Module, n_classes: int | None = None) -> float:
+    weights = [m.weight for m, _ in _prunable(model, n_classes)]
     total = sum(w.numel() for w in weights)
     return float(sum((w == 0).sum().item() for w in weights) / total) if total else 0.0
 
@@ -126,9 +142,11 @@ class GradualPruner:
     """Called once per epoch during training; re-applies global magnitude masks at the
     ramp's current sparsity so pruned weights stay zero while the rest keep learning."""
 
-    def __init__(self, model: nn.Module, final_ratio: float, total_epochs: int):
+    def __init__(self, model: nn.Module, final_ratio: float, total_epochs: int, n_classes: int | None = None):
         self.model, self.final_ratio, self.total_epochs = model, final_ratio, total_epochs
-        self.targets = _prunable(model)
+        self.targets = _prunable(model, n_classes)
+        if not self.targets:
+            raise ValueError("gradual pruning: the model has no Linear or Conv2d layer besides its output layer")
 
     def on_epoch_end(self, epoch: int) -> float:
         target = gradual_target(epoch + 1, self.total_epochs, self.final_ratio)
@@ -143,12 +161,86 @@ class GradualPruner:
         return finalize(self.model)
 
 
-def apply(model: nn.Module, params: dict, example_input: torch.Tensor) -> nn.Module:
+def apply(model: nn.Module, params: dict, example_input: torch.Tensor, n_classes: int | None = None) -> nn.Module:
     """One-shot pruning after training (gradual pruning happens inside training).
     Call `finalize` after any fine-tune."""
     kind = params.get("prune_kind", "none")
     if kind == "unstructured":
-        return prune_unstructured(model, params["prune_ratio"])
+        return prune_unstructured(model, params["prune_ratio"], n_classes)
     if kind == "structured":
-        return prune_structured(model, params["prune_ratio"], example_input)
+        return prune_structured(model, params["prune_ratio"], example_input, n_classes)
     return model
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class Pruning(Dimension):
+    name = "pruning"
+    config = PruningSpace
+    stage = "compress"
+    order = 40
+
+    def suggest(self, trial, config: PruningSpace, ctx: SuggestContext) -> dict:
+        kind = suggest_choice(trial, "prune_kind", config.kinds)
+        if kind == "none":
+            return {"prune_kind": "none"}
+        return {"prune_kind": kind, "prune_ratio": suggest_range(trial, "prune_ratio", config.ratio)}
+
+    def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
+        if params.get("prune_kind") == "gradual":
+            pruner = GradualPruner(model, params["prune_ratio"], ctx.spec.budget.epochs, ctx.task.n_classes)
+            ctx.training.epoch_hooks.append(pruner.on_epoch_end)
+
+    def apply(self, model: nn.Module, params: dict, ctx: TrialContext) -> nn.Module:
+        kind = params.get("prune_kind", "none")
+        model = apply(model, params, ctx.example.to(_device(model)), ctx.task.n_classes)
+        if kind in ("unstructured", "structured"):
+            ctx.fit(model, ctx.settings(self).finetune_epochs, seed_offset=1)
+        return finalize(model).eval()
+
+    def preflight(self, model: nn.Module, config: PruningSpace, ctx: TrialContext) -> list[Check]:
+        checks = []
+        ratio = min(max(0.5, config.ratio.low), config.ratio.high)
+        for kind in config.kinds:
+            if kind == "none":
+                continue
+            try:
+                trial_model = copy.deepcopy(model)
+                before = _param_count(trial_model)
+                if kind == "gradual":
+                    pruner = GradualPruner(trial_model, ratio, 1, ctx.task.n_classes)
+                    pruner.on_epoch_end(0)
+                    finalize(trial_model)
+                else:
+                    apply(trial_model, {"prune_kind": kind, "prune_ratio": ratio}, ctx.example, ctx.task.n_classes)
+                    finalize(trial_model)
+                with torch.no_grad():
+                    out = trial_model.eval()(ctx.example)
+                if tuple(out.shape) != (len(ctx.example), ctx.task.n_classes):
+                    raise ValueError(f"the pruned model returns shape {tuple(out.shape)}")
+                if kind == "structured":
+                    after = _param_count(trial_model)
+                    if after >= before:
+                        raise ValueError("torch-pruning found no channel it could remove")
+                    detail = f"params {before:,} -> {after:,} at ratio {ratio:g}"
+                else:
+                    detail = f"sparsity {sparsity(trial_model, ctx.task.n_classes):.2f} at ratio {ratio:g}"
+                checks.append(Check(self.name, kind, True, detail, "space.pruning.kinds"))
+            except Exception as exc:  # noqa: BLE001 - the reason is the preflight's answer
+                checks.append(Check(self.name, kind, False, first_line(exc), "space.pruning.kinds"))
+        return checks
+
+    def describe(self, params: dict, config) -> str:
+        kind = params.get("prune_kind", "none")
+        return kind if kind == "none" else f"{kind} {params['prune_ratio']:.2f}"
+
+
+def _device(model: nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+register(Pruning)

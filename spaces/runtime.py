@@ -23,37 +23,46 @@ is no silent fallback to eager.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from search.spec import RuntimeSpace
-from spaces._suggest import suggest_choice
+from spaces._config import Strict, choices, suggest_choice
+from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
 
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
 # Runtimes each quantization mode can run on; missing modes allow every runtime.
 MODE_RUNTIMES = {"qat": ("eager", "torchscript")}
 
 
+class RuntimeSpace(Strict):
+    """The inference runtime latency and energy are measured on."""
+
+    enabled: bool = False
+    runtimes: list[Literal["eager", "torchscript", "onnxruntime"]] = choices(
+        "runtime", ["eager", "torchscript", "onnxruntime"]
+    )
+    opset: int = Field(default=17, ge=13, le=21)  # ONNX opset for the onnxruntime export
+    # Also run torch.jit.optimize_for_inference after freezing (float models).
+    torchscript_optimize: bool = False
+
+
 class RuntimeUnavailable(RuntimeError):
     """The trial's model cannot be brought to the runtime it chose."""
 
 
-def suggest(trial, bounds: RuntimeSpace, quant_mode: str = "none") -> dict:
-    if not bounds.enabled:
-        return {}
-    allowed = MODE_RUNTIMES.get(quant_mode)
-    if allowed is None:
-        return {"runtime": suggest_choice(trial, "runtime", bounds.runtimes)}
-    # Another parameter name: an Optuna categorical keeps one set of choices per name.
-    choices = [r for r in bounds.runtimes if r in allowed] or ["eager"]
-    return {"runtime": suggest_choice(trial, f"runtime_{quant_mode}", choices)}
+class TraceUnsafe(RuntimeUnavailable):
+    """Tracing worked but recorded one path through data-dependent control flow: the
+    traced model would be wrong for other inputs."""
 
 
 # --- TorchScript -----------------------------------------------------------------------
@@ -68,13 +77,13 @@ def to_torchscript(model: nn.Module, example: torch.Tensor, optimize: bool = Fal
     model = model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about Python control flow
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow (preflight checks them)
             traced = torch.jit.trace(model, example, check_trace=False)
             frozen = torch.jit.freeze(traced)
             if optimize:
                 frozen = torch.jit.optimize_for_inference(frozen)
     except Exception as exc:  # noqa: BLE001 - re-raised with the runtime's name
-        raise RuntimeUnavailable(f"runtime torchscript: cannot trace the {type(model).__name__} model: {_first_line(exc)}") from exc
+        raise RuntimeUnavailable(f"runtime torchscript: cannot trace the {type(model).__name__} model: {first_line(exc)}") from exc
     return frozen
 
 
@@ -111,7 +120,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, opset: int = 17) -> byt
                 dynamo=False,
             )
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeUnavailable(f"runtime onnxruntime: cannot export the {type(model).__name__} model to ONNX: {_first_line(exc)}") from exc
+        raise RuntimeUnavailable(f"runtime onnxruntime: cannot export the {type(model).__name__} model to ONNX: {first_line(exc)}") from exc
     return buffer.getvalue()
 
 
@@ -231,7 +240,7 @@ def quantize_onnx(model_bytes: bytes, mode: str, calibration: Iterable[torch.Ten
             else:
                 raise ValueError(f"no ONNX Runtime quantization for mode {mode!r}")
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeUnavailable(f"runtime onnxruntime: {mode} int8 quantization failed: {_first_line(exc)}") from exc
+            raise RuntimeUnavailable(f"runtime onnxruntime: {mode} int8 quantization failed: {first_line(exc)}") from exc
         return target.read_bytes()
 
 
@@ -256,7 +265,7 @@ class OrtModule(nn.Module):
         try:
             self.session = ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeUnavailable(f"runtime onnxruntime: cannot load the exported model: {_first_line(exc)}") from exc
+            raise RuntimeUnavailable(f"runtime onnxruntime: cannot load the exported model: {first_line(exc)}") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -301,7 +310,7 @@ def to_onnxruntime(
     return OrtModule(model_bytes, threads, quant_mode)
 
 
-# --- the dimension's apply step ----------------------------------------------------------
+# --- the dimension ----------------------------------------------------------------------
 
 
 def apply(
@@ -329,12 +338,91 @@ def apply(
     raise RuntimeUnavailable(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
 
 
+def check_trace(model: nn.Module, example: torch.Tensor) -> None:
+    """Raise TraceUnsafe when tracing `model` meets data-dependent Python control flow
+    (torch's TracerWarning "Converting a tensor to a Python boolean ...")."""
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        torch.jit.trace(model.eval(), example, check_trace=False)
+    for warning in caught:
+        text = str(warning.message)
+        if issubclass(warning.category, torch.jit.TracerWarning) and ("Python boolean" in text or "Python value" in text or "Python index" in text):
+            raise TraceUnsafe(f"data-dependent control flow: {text.splitlines()[0][:200]}")
+
+
+class Runtime(Dimension):
+    name = "runtime"
+    config = RuntimeSpace
+    stage = "deploy"
+    order = 80
+    aliases = {"runtime": tuple(f"runtime_{mode}" for mode in MODE_RUNTIMES)}
+
+    def suggest(self, trial, config: RuntimeSpace, ctx: SuggestContext) -> dict:
+        if not config.enabled:
+            return {}
+        quant_mode = ctx.params.get("quant_mode", "none")
+        allowed = MODE_RUNTIMES.get(quant_mode)
+        if allowed is None:
+            return {"runtime": suggest_choice(trial, "runtime", config.runtimes)}
+        # Another parameter name: an Optuna categorical keeps one set of choices per name.
+        options = [r for r in config.runtimes if r in allowed] or ["eager"]
+        return {"runtime": suggest_choice(trial, f"runtime_{quant_mode}", options)}
+
+    def apply(self, model: nn.Module, params: dict, ctx: TrialContext) -> nn.Module:
+        if params.get("runtime", "eager") == "eager":
+            return model
+        config = ctx.settings(self)
+        return apply(
+            params,
+            model,
+            ctx.float_model if ctx.float_model is not None else model,
+            ctx.example,
+            threads=ctx.spec.measure.threads,
+            calibration=ctx.calibration(),
+            opset=config.opset,
+            optimize=config.torchscript_optimize,
+        )
+
+    def preflight(self, model: nn.Module, config: RuntimeSpace, ctx: TrialContext) -> list[Check]:
+        if not config.enabled:
+            return []
+        model = copy.deepcopy(model).cpu().eval()
+        with torch.no_grad():
+            expected = model(ctx.example)
+        modes = [m for m in ctx.spec.space.quantization.modes if m in ("dynamic", "static")]
+        checks = []
+        for name in config.runtimes:
+            if name == "eager":
+                continue
+            if name == "onnxruntime" and ctx.spec.measure.device == "cuda":
+                checks.append(Check(self.name, name, False, "the ONNX Runtime session here runs on the CPU, but measure.device is cuda", "space.runtime.runtimes"))
+                continue
+            try:
+                check_trace(model, ctx.example)  # both runtimes trace the model (the ONNX exporter too)
+                if name == "torchscript":
+                    runner = to_torchscript(model, ctx.example)
+                    variants = ""
+                else:
+                    runner = to_onnxruntime(model, ctx.example, opset=config.opset)
+                    for mode in modes:  # ONNX Runtime's own int8 of the same export
+                        to_onnxruntime(model, ctx.example, quant_mode=mode, calibration=ctx.calibration()[:2], opset=config.opset)
+                    variants = f" (+ int8 {', '.join(modes)})" if modes else ""
+                got = runner(ctx.example)
+                if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+                    raise RuntimeUnavailable(f"outputs differ from eager by {float((got - expected).abs().max()):.3g}")
+                checks.append(Check(self.name, name, True, f"matches eager{variants}", "space.runtime.runtimes"))
+            except Exception as exc:  # noqa: BLE001 - the reason is the preflight's answer
+                checks.append(Check(self.name, name, False, first_line(exc), "space.runtime.runtimes"))
+        return checks
+
+    def describe(self, params: dict, config) -> str:
+        return str(self.value(params, "runtime", ""))
+
+
 def artifact_kb(runner: nn.Module) -> float | None:
     """Size of what the runtime deploys where it is its own artifact (the ONNX model)."""
     size = getattr(runner, "size_kb", None)
     return float(size()) if callable(size) else None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+register(Runtime)

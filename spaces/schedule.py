@@ -1,24 +1,34 @@
 """Learning-rate schedule dimension: optimizer (SGD+momentum, Adam, AdamW), log-scaled
-learning rate, and a schedule stepped once per batch: constant, step decay,
-exponential decay, cosine, one-cycle and triangular cyclical."""
+learning rate, batch size, and a schedule stepped once per batch: constant, step
+decay, exponential decay, cosine, one-cycle and triangular cyclical."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import field_validator
 from torch import nn
 from torch.optim import lr_scheduler
 
-from search.spec import ScheduleSpace
-from spaces._suggest import suggest_choice, suggest_range
+from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range
+from spaces.dimension import Dimension, SuggestContext, TrialContext, register
 
 
-def suggest(trial, bounds: ScheduleSpace) -> dict:
-    return {
-        "optimizer": suggest_choice(trial, "optimizer", bounds.optimizers),
-        "lr": suggest_range(trial, "lr", bounds.lr),
-        "schedule": suggest_choice(trial, "schedule", bounds.schedules),
-        "batch_size": suggest_choice(trial, "batch_size", bounds.batch_sizes),
-    }
+class ScheduleSpace(Strict):
+    optimizers: list[Literal["sgd", "adam", "adamw"]] = choices("optimizer", ["sgd", "adam", "adamw"])
+    lr: FloatRange = FloatRange(low=3e-4, high=3e-2, log=True)
+    schedules: list[Literal["constant", "step", "exponential", "cosine", "onecycle", "cyclic"]] = choices(
+        "schedule", ["constant", "step", "exponential", "cosine", "onecycle", "cyclic"]
+    )
+    batch_sizes: list[int] = choices("batch", [32, 64, 128])
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(b <= 0 for b in value):
+            raise ValueError(f"batch sizes must be > 0, but got {value}")
+        return value
 
 
 def make_optimizer(model: nn.Module, params: dict, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -52,3 +62,39 @@ def make_scheduler(optimizer: torch.optim.Optimizer, params: dict, total_steps: 
             cycle_momentum=params["optimizer"] == "sgd",
         )
     return lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def recipe(params: dict, hooks) -> None:
+    """Put the optimizer, schedule and batch size of `params` into training hooks
+    (also used for teachers, which train with a fixed recipe)."""
+    weight_decay = params.get("weight_decay", 0.0)
+
+    def optimizer(model: nn.Module, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+        return make_optimizer(model, {**params, "lr": params["lr"] * lr_scale}, weight_decay)
+
+    def scheduler(opt: torch.optim.Optimizer, total_steps: int, constant: bool = False) -> lr_scheduler.LRScheduler:
+        lr = opt.param_groups[0]["lr"]
+        return make_scheduler(opt, {**params, "lr": lr, "schedule": "constant" if constant else params["schedule"]}, total_steps)
+
+    hooks.make_optimizer, hooks.make_scheduler = optimizer, scheduler
+    hooks.batch_size = int(params["batch_size"])
+
+
+class Schedule(Dimension):
+    name = "schedule"
+    config = ScheduleSpace
+    order = 20
+
+    def suggest(self, trial, config: ScheduleSpace, ctx: SuggestContext) -> dict:
+        return {
+            "optimizer": suggest_choice(trial, "optimizer", config.optimizers),
+            "lr": suggest_range(trial, "lr", config.lr),
+            "schedule": suggest_choice(trial, "schedule", config.schedules),
+            "batch_size": suggest_choice(trial, "batch_size", config.batch_sizes),
+        }
+
+    def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
+        recipe(params, ctx.training)
+
+
+register(Schedule)

@@ -42,17 +42,17 @@ def tiny_spec_dict(**overrides) -> dict:
     return spec
 
 
-def sample_many(spec, n=60, task_kind="image", seed=1) -> list[dict]:
-    """`n` configs drawn by a seeded random sampler through `spaces.suggest`."""
+def sample_many(spec, n=60, task_kind="image", seed=1, plugins=None) -> list[dict]:
+    """`n` configs drawn by a seeded random sampler through the dimension registry."""
     import optuna
 
-    import spaces
+    from search.plugins import suggest_params
 
     study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
     configs = []
     for _ in range(n):
         trial = study.ask()
-        configs.append(spaces.suggest(trial, spec, task_kind))
+        configs.append(suggest_params(trial, spec, task_kind, plugins))
         study.tell(trial, 0.0)
     return configs
 
@@ -92,3 +92,37 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+# --- training and accuracy in one call, for tests of single dimensions ------------------
+
+
+def train(model, task, params, epochs, *, seed=0, lr_scale=1.0, constant_lr=False, augment=None, epoch_hooks=(), pause=None):
+    """Train `model` with a fixed recipe in `params` through paretune's own loop."""
+    from search.train import fit, recipe_hooks
+
+    hooks = recipe_hooks(params)
+    if augment is not None:
+        hooks.transforms.append(augment)
+    hooks.epoch_hooks.extend(hook.on_epoch_end for hook in epoch_hooks)
+    if pause is not None:
+        hooks.pause = pause
+    return fit(model, task, hooks, epochs, seed=seed, lr_scale=lr_scale, constant_lr=constant_lr)
+
+
+def acc(model, task, split="val") -> float:
+    """Top-1 accuracy on a split of an in-memory task."""
+    from objectives import accuracy
+    from search.data import loader
+
+    return accuracy.measure(model, loader(getattr(task, split), 512)).value
+
+
+def predict(model, X):
+    """Predicted classes of the rows of an array."""
+    import numpy as np
+    import torch
+
+    from objectives import accuracy
+
+    return accuracy.predict(model, [(torch.from_numpy(np.ascontiguousarray(X)), np.zeros(len(X)))])[0]

@@ -43,14 +43,14 @@ def _params(**overrides) -> dict:
 def test_models_ship_between_processes_unchanged(overrides):
     from search.data import load_task
     from search.spec import from_dict
-    from search.trial import build_and_compress, to_runtime
+    from search.trial import build_and_compress, deploy
 
     spec = from_dict(tiny_spec_dict(budget={"epochs": 1}, space={"runtime": {"enabled": True}}))
     task = load_task(spec)
     params = _params(**overrides)
-    model, float_model, _ = build_and_compress(params, task, spec, seed=0)
-    runner = to_runtime(params, model, float_model, task, spec, seed=0)
-    x = torch.from_numpy(task.X_val[:16])
+    model, ctx, active = build_and_compress(params, task, spec, seed=0)
+    runner = deploy(model, params, ctx, active)
+    x = torch.from_numpy(task.val.X[:16])
     for original in (model, runner):
         copy = portable.loads(portable.dumps(original))
         # (An FX GraphModule's class is made per instance: compare by name.)

@@ -19,16 +19,16 @@ def spec_for(task, seed=0):
 def test_digits_split_is_fixed_by_seed_and_disjoint():
     first, again, other = load_task(spec_for("digits")), load_task(spec_for("digits")), load_task(spec_for("digits", 1))
     assert first.kind == "image" and first.input_shape == (1, 8, 8) and first.n_classes == 10
-    assert len(first.X_train) + len(first.X_val) + len(first.X_test) == 1797
-    np.testing.assert_array_equal(first.X_test, again.X_test)
-    assert not np.array_equal(first.X_test, other.X_test)
-    assert 0.0 <= first.X_train.min() and first.X_train.max() <= 1.0
+    assert len(first.train.X) + len(first.val.X) + len(first.test.X) == 1797
+    np.testing.assert_array_equal(first.test.X, again.test.X)
+    assert not np.array_equal(first.test.X, other.test.X)
+    assert 0.0 <= first.train.X.min() and first.train.X.max() <= 1.0
 
 
 def test_tabular_builtin_is_standardized_on_train():
     task = load_task(spec_for("wine"))
     assert task.kind == "tabular" and task.input_shape == (13,)
-    assert np.allclose(task.X_train.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(task.train.X.mean(axis=0), 0, atol=1e-5)
 
 
 def test_npz_and_csv_user_datasets(tmp_path):
@@ -40,7 +40,7 @@ def test_npz_and_csv_user_datasets(tmp_path):
     frame = pd.DataFrame(X, columns=list("abcde")).assign(label=np.array(["x", "y", "z"])[y])
     frame.to_csv(tmp_path / "d.csv", index=False)
     task = load_task(spec_for({"path": str(tmp_path / "d.csv"), "label": "label"}))
-    assert task.n_classes == 3 and len(task.X_train) == 72
+    assert task.n_classes == 3 and len(task.train.X) == 72
 
 
 @pytest.mark.parametrize(
@@ -79,5 +79,5 @@ def test_tabular_task_keeps_its_standardization_and_labels(tmp_path):
     mean, std = np.array(task.feature_mean), np.array(task.feature_std)
     assert 4 < mean[0] < 6 and -3.5 < mean[1] < -2.5
     standardized = (raw - mean) / std
-    assert any(np.allclose(standardized[i], task.X_train[0], atol=1e-5) for i in range(len(raw)))
+    assert any(np.allclose(standardized[i], task.train.X[0], atol=1e-5) for i in range(len(raw)))
     assert load_task(from_dict({"name": "d", "task": "digits"})).feature_mean is None

@@ -9,7 +9,7 @@ import tomllib
 import optuna
 import pytest
 
-import spaces
+from search.plugins import suggest_params
 from search import export as exporter
 from search import front
 from search.errors import UsageError
@@ -33,7 +33,7 @@ def searched_study(storage: str = "sqlite:///:memory:", name: str = "tiny") -> t
     configs = {}
     for i, values in enumerate(VALUES):
         trial = study.ask()
-        configs[trial.number] = spaces.suggest(trial, spec, "image")
+        configs[trial.number] = suggest_params(trial, spec, "image")
         for key, value in {
             "seed": 100 + i, "size_kb": 12.5 + i, "params": 3000 + i, "macs": 40000 + i, "energy_source": "estimate",
             "latency_source": "wall-clock", "hostname": "node-a", "cpu_model": 'CPU "x" \\ 9', "latency_p90_ms": 0.3,
@@ -54,7 +54,7 @@ def test_export_writes_a_loadable_spec_with_pinned_params(tmp_path):
     assert spec.space.architecture.width.low == 8 and spec.space.architecture.width.high == 16
     data = tomllib.loads(path.read_text())
     assert data["params"] == chosen.params
-    rebuilt = spaces.suggest(optuna.trial.FixedTrial(data["params"]), spec, "image")
+    rebuilt = suggest_params(optuna.trial.FixedTrial(data["params"]), spec, "image")
     assert rebuilt == configs[1]
 
     exported = data["exported"]

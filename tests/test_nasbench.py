@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import spaces
+from search.plugins import suggest_params
 from search import tabular_bench
 from search.data import load_task
 from search.errors import UsageError
@@ -81,7 +81,7 @@ def test_space_is_six_categorical_edges():
     seen = set()
     for _ in range(40):
         trial = study.ask()
-        params = spaces.suggest(trial, nas_spec(), "table")
+        params = suggest_params(trial, nas_spec(), "table")
         assert sorted(params) == [f"op{i}" for i in range(6)] and set(params.values()) <= set(tabular_bench.OPS)
         seen |= set(params.values())
         study.tell(trial, 0.0)
@@ -91,7 +91,7 @@ def test_space_is_six_categorical_edges():
 def test_task_is_a_table_and_pipeline_is_the_lookup():
     spec = nas_spec()
     task = load_task(spec)
-    assert task.kind == "table" and task.name == "nasbench201" and len(task.X_train) == 0
+    assert task.kind == "table" and task.name == "nasbench201" and len(task.train.X) == 0
     result = run_pipeline(MIXED, task, spec, seed=0)
     assert result.metrics == tabular_bench.lookup(MIXED)
 

@@ -49,10 +49,11 @@ def test_training_pauses_while_a_measurement_holds_the_lock(tmp_path, monkeypatc
     import time
 
     from search.data import load_task
+    from search.plugins import Plugins
     from search.spec import from_dict
-    from search.train import train
+    from search.trial import trial_context
     from spaces import architecture
-    from tests.conftest import tiny_spec_dict
+    from tests.conftest import tiny_spec_dict, train
 
     monkeypatch.setattr(latency, "LOCK_PATH", tmp_path / "measure.lock")
     task = load_task(from_dict(tiny_spec_dict()))
@@ -67,20 +68,25 @@ def test_training_pauses_while_a_measurement_holds_the_lock(tmp_path, monkeypatc
             time.sleep(0.5)
             released["at"] = time.perf_counter()
 
+    # A trial's training hooks pause on the node's measurement lock.
+    spec = from_dict(tiny_spec_dict())
+    assert trial_context(params, task, spec, 0, Plugins()).training.pause is latency.wait_for_measurements
+    pause = lambda: latency.wait_for_measurements()  # noqa: E731 - looked up per call (monkeypatched below)
+
     thread = threading.Thread(target=measurement)
     thread.start()
     held.wait()
-    train(model, task, params, 1)
+    train(model, task, params, 1, pause=pause)
     finished = time.perf_counter()
     thread.join()
     assert finished > released["at"]  # no batch ran before the measurement let go
 
     calls = []
     monkeypatch.setattr(latency, "wait_for_measurements", lambda: calls.append(1))
-    train(model, task, params, 1, yield_to_measurements=False)
+    train(model, task, params, 1)  # a teacher's or test's training: no pause
     assert calls == []
-    train(model, task, params, 1)
-    assert len(calls) == -(-len(task.X_train) // 64)  # once per batch
+    train(model, task, params, 1, pause=pause)
+    assert len(calls) == -(-len(task.train.X) // 64)  # once per batch
 
 
 def fake_powercap(root: Path, packages: dict[int, int], max_range: int = 10**9) -> Path:

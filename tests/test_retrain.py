@@ -12,11 +12,11 @@ import numpy as np
 import optuna
 import pytest
 
-import spaces
+from search.plugins import suggest_params
 from search.data import load_task
 from search.spec import to_toml_dict
 from search.trial import run_pipeline
-from tests.conftest import run_cli
+from tests.conftest import acc, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -36,9 +36,9 @@ ACCURACY_TOLERANCE = 0.05
 def record_trial(tmp, spec, params: dict, seed: int) -> dict:
     """One real trial run in-process and recorded in a study, as the searcher records it."""
     task = load_task(spec)
-    config = spaces.suggest(optuna.trial.FixedTrial(params), spec, task.kind)
+    config = suggest_params(optuna.trial.FixedTrial(params), spec, task.kind)
     result = run_pipeline(config, task, spec, seed)
-    metrics = result.metrics
+    metrics = result.metrics.to_result()
 
     url = f"sqlite:///{tmp / (spec.name + '.db')}"
     study = optuna.create_study(study_name=spec.name, storage=url, directions=spec.directions)
@@ -46,7 +46,7 @@ def record_trial(tmp, spec, params: dict, seed: int) -> dict:
     study.set_user_attr("spec", to_toml_dict(spec))
     study.enqueue_trial(params)
     trial = study.ask()
-    assert spaces.suggest(trial, spec, task.kind) == config
+    assert suggest_params(trial, spec, task.kind) == config
     trial.set_user_attr("seed", seed)
     for key in ("accuracy", "latency_ms", "latency_p90_ms", "energy_mj", "energy_source", "latency_source",
                 "size_kb", "params", "macs", "quantized", "hostname", "cpu_model", "runtime"):
@@ -89,8 +89,8 @@ def test_export_train_and_load_in_a_fresh_process(searched):
     # so its test accuracy matches the in-process model's within a few images.
     from objectives import accuracy
 
-    in_process = accuracy.measure(searched["model"], task.X_test, task.y_test).value
-    assert abs(retrained - in_process) <= 3 / len(task.y_test)
+    in_process = acc(searched["model"], task, "test")
+    assert abs(retrained - in_process) <= 3 / len(task.test.y)
     assert rows["latency_ms"]["retrained_test"] > 0 and rows["energy_mj"]["retrained_test"] > 0
     assert card["artifact"]["format"] == "torchscript"
     markdown = (out / "model_card.md").read_text()
@@ -99,7 +99,7 @@ def test_export_train_and_load_in_a_fresh_process(searched):
         assert (out / name).is_file(), name
 
     # A fresh interpreter with torch only: load the TorchScript model, predict the test split.
-    np.savez(tmp / "test_split.npz", X=task.X_test, y=task.y_test)
+    np.savez(tmp / "test_split.npz", X=task.test.X, y=task.test.y)
     script = (
         "import sys, numpy as np, torch\n"
         "model = torch.jit.load(sys.argv[1])\n"
@@ -170,8 +170,8 @@ def test_onnxruntime_trial_exports_the_onnx_model_it_was_measured_on(tmp_path):
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in graph.node)
     session = ort.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])
     task = searched["task"]
-    logits = session.run(None, {session.get_inputs()[0].name: task.X_test.astype(np.float32)})[0]
-    assert float(np.mean(logits.argmax(1) == task.y_test)) == pytest.approx(card["artifact"]["test_accuracy"])
+    logits = session.run(None, {session.get_inputs()[0].name: task.test.X.astype(np.float32)})[0]
+    assert float(np.mean(logits.argmax(1) == task.test.y)) == pytest.approx(card["artifact"]["test_accuracy"])
     assert card["artifact"]["test_accuracy"] > 0.5
 
 

@@ -11,9 +11,9 @@ import spaces
 from objectives import accuracy, complexity
 from search.data import load_task
 from search.spec import from_dict
-from search.train import calibration_batches, train
+from search.data import calibration_batches
 from spaces import architecture, pruning, quantization, regularization, schedule
-from tests.conftest import sample_many, tiny_spec_dict
+from tests.conftest import acc, sample_many, tiny_spec_dict, train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,9 +67,9 @@ RECIPE = {"optimizer": "adam", "lr": 3e-3, "schedule": "cosine", "batch_size": 6
 def test_architectures_build_and_learn(digits, arch):
     torch.manual_seed(0)
     model = architecture.build(arch, digits.input_shape, digits.n_classes)
-    assert model(torch.from_numpy(digits.X_val[:4])).shape == (4, 10)
+    assert model(torch.from_numpy(digits.val.X[:4])).shape == (4, 10)
     train(model, digits, {**arch, **RECIPE}, epochs=3)
-    assert accuracy.measure(model, digits.X_val, digits.y_val).value > 0.6  # chance is 0.1
+    assert acc(model, digits) > 0.6  # chance is 0.1
 
 
 def test_mobilenet_uses_depthwise_convolutions(digits):
@@ -79,7 +79,7 @@ def test_mobilenet_uses_depthwise_convolutions(digits):
 
 def test_structured_pruning_half_cuts_params_and_macs(digits):
     model = architecture.build(CNN, digits.input_shape, digits.n_classes)
-    example = torch.from_numpy(digits.X_val[:2])
+    example = torch.from_numpy(digits.val.X[:2])
     params_before, macs_before = complexity.count_params(model)[0], sum(complexity.count_macs(model, example).values())
     pruning.apply(model, {"prune_kind": "structured", "prune_ratio": 0.5}, example)
     params_after, macs_after = complexity.count_params(model)[0], sum(complexity.count_macs(model, example).values())
@@ -92,7 +92,7 @@ def test_structured_pruning_half_cuts_params_and_macs(digits):
 def test_unstructured_pruning_zeroes_the_ratio_and_stays_zero_after_finetune(digits):
     torch.manual_seed(0)
     model = architecture.build(MLP, digits.input_shape, digits.n_classes)
-    pruning.apply(model, {"prune_kind": "unstructured", "prune_ratio": 0.6}, torch.from_numpy(digits.X_val[:2]))
+    pruning.apply(model, {"prune_kind": "unstructured", "prune_ratio": 0.6}, torch.from_numpy(digits.val.X[:2]))
     train(model, digits, {**MLP, **RECIPE}, epochs=1, lr_scale=0.1, constant_lr=True)
     pruning.finalize(model)
     assert pruning.sparsity(model) == pytest.approx(0.6, abs=0.01)
@@ -108,7 +108,7 @@ def _trained(digits, arch, epochs=4):
 @pytest.mark.parametrize("mode", ["static", "qat"])
 def test_static_and_qat_models_run_int8_kernels_and_classify(digits, mode):
     model = _trained(digits, CNN)
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     q = quantization.apply(
         model,
         mode,
@@ -120,14 +120,14 @@ def test_static_and_qat_models_run_int8_kernels_and_classify(digits, mode):
     assert any("quantized" in k and "dynamic" not in k for k in kinds), kinds
     assert quantization.is_quantized(q)
     assert complexity.size_kb(q) < 0.5 * complexity.size_kb(architecture.build(CNN, digits.input_shape, 10))
-    assert accuracy.measure(q, digits.X_val, digits.y_val).value > 0.8
+    assert acc(q, digits) > 0.8
 
 
 def test_dynamic_quantization_swaps_linear_layers(digits):
-    q = quantization.apply(_trained(digits, MLP, 2), "dynamic", torch.from_numpy(digits.X_train[:2]))
+    q = quantization.apply(_trained(digits, MLP, 2), "dynamic", torch.from_numpy(digits.train.X[:2]))
     dynamic = [m for m in q.modules() if "quantized.dynamic" in type(m).__module__]
     assert len(dynamic) == 3  # 2 hidden + classifier
-    assert accuracy.measure(q, digits.X_val, digits.y_val).value > 0.8
+    assert acc(q, digits) > 0.8
 
 
 def test_quantization_modes_for_transformer_are_restricted():

@@ -16,11 +16,14 @@ from torch import nn
 import spaces
 from objectives import accuracy, complexity, latency
 from search.data import load_task
-from search.spec import AugmentationSpace, from_dict, load
-from search.train import calibration_batches, train
+from search.spec import from_dict, load
+from spaces.augmentation import AugmentationSpace
+from search.data import calibration_batches
+from search.plugins import suggest_params
+from search.train import train_recipe
 from search.trial import build_and_compress, measure, run_pipeline
 from spaces import architecture, augmentation, distillation, pruning, quantization, runtime
-from tests.conftest import ROOT, sample_many, tiny_spec_dict
+from tests.conftest import ROOT, acc, predict, sample_many, tiny_spec_dict, train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -62,7 +65,7 @@ def test_optional_dimensions_are_off_by_default_and_add_no_params():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
         trial = study.ask()
-        config = spaces.suggest(trial, spec, "image")
+        config = suggest_params(trial, spec, "image")
         assert not any(key in config for key in EXTRA_KEYS)
         assert not any(name.startswith(("kd_", "aug_", "runtime")) for name in trial.params)
         study.tell(trial, 0.0)
@@ -106,8 +109,8 @@ def test_fixed_trial_rebuilds_a_qat_runtime_config():
     config = sample_many(spec, 1, seed=3)[0]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    spaces.suggest(trial, spec, "image")
-    rebuilt = spaces.suggest(optuna.trial.FixedTrial(trial.params), spec, "image")
+    suggest_params(trial, spec, "image")
+    rebuilt = suggest_params(optuna.trial.FixedTrial(trial.params), spec, "image")
     assert rebuilt["runtime"] == trial.params["runtime_qat"] and config["runtime"] in ("eager", "torchscript")
 
 
@@ -155,7 +158,7 @@ def test_distillation_loss_is_the_documented_formula():
 
 
 def test_student_gradients_depend_on_the_teacher(digits):
-    x, y = torch.from_numpy(digits.X_train[:32]), torch.from_numpy(digits.y_train[:32])
+    x, y = torch.from_numpy(digits.train.X[:32]), torch.from_numpy(digits.train.y[:32])
     params = {"kd_temperature": 4.0, "kd_alpha": 0.7}
 
     def grads(teacher_seed):
@@ -176,7 +179,7 @@ def test_student_gradients_depend_on_the_teacher(digits):
 
 
 def test_feature_distillation_adds_a_term_and_leaves_no_hooks(digits):
-    x = torch.from_numpy(digits.X_train[:16])
+    x = torch.from_numpy(digits.train.X[:16])
     torch.manual_seed(0)
     student = architecture.build(MLP, digits.input_shape, 10)
     teacher = architecture.build(CNN, digits.input_shape, 10).eval()
@@ -194,15 +197,25 @@ def test_feature_distillation_adds_a_term_and_leaves_no_hooks(digits):
     assert float(distillation.similarity_loss(same, 3 * same)) == pytest.approx(0.0, abs=1e-6)
 
 
+def _teacher_train(task):
+    return lambda model, recipe, epochs, seed: train_recipe(model, task, recipe, epochs, seed)
+
+
+def _compress(params, task, spec, seed=0, teacher=None):
+    """(compressed model, float model, info) of a trial's build → train → compress."""
+    model, ctx, _ = build_and_compress(params, task, spec, seed, shared={"distillation": teacher} if teacher else None)
+    return model, ctx.float_model, ctx.info
+
+
 def test_prepare_teacher_once_and_ship_as_state_dict(digits):
-    assert distillation.prepare_teacher(from_dict(tiny_spec_dict()), digits) is None
+    assert distillation.prepare_teacher(from_dict(tiny_spec_dict()), digits, _teacher_train(digits)) is None
     spec = from_dict(tiny_spec_dict(space={"distillation": {"enabled": True, "teacher_width": 8, "teacher_epochs": 3}}))
-    teacher = distillation.prepare_teacher(spec, digits)
+    teacher = distillation.prepare_teacher(spec, digits, _teacher_train(digits))
     assert teacher["params"]["family"] == "cnn" and teacher["val_accuracy"] > 0.8
     shipped = pickle.loads(pickle.dumps(teacher))  # what Ray's object store does
     model = distillation.load_teacher(shipped, digits)
     assert not any(p.requires_grad for p in model.parameters())
-    assert accuracy.measure(model, digits.X_val, digits.y_val).value == pytest.approx(teacher["val_accuracy"])
+    assert acc(model, digits) == pytest.approx(teacher["val_accuracy"])
 
 
 def test_tabular_teacher_is_an_mlp(wine):
@@ -214,14 +227,14 @@ def test_tabular_teacher_is_an_mlp(wine):
 
 def test_distilled_training_differs_by_teacher_and_trial_records_it(digits):
     spec = from_dict(tiny_spec_dict(space={"distillation": {"enabled": True, "teacher_width": 8, "teacher_epochs": 2}}))
-    teacher = distillation.prepare_teacher(spec, digits)
+    teacher = distillation.prepare_teacher(spec, digits, _teacher_train(digits))
     params = {**MLP, **RECIPE, "prune_kind": "none", "quant_mode": "none", "kd_temperature": 4.0, "kd_alpha": 0.9}
-    distilled, _, info = build_and_compress(params, digits, spec, seed=0, teacher=teacher)
+    distilled, _, info = _compress(params, digits, spec, seed=0, teacher=teacher)
     assert info["teacher_source"] == "study"
     other = {**teacher, "state_dict": {k: (v + 0.5 if v.is_floating_point() else v) for k, v in teacher["state_dict"].items()}}
-    moved, _, _ = build_and_compress(params, digits, spec, seed=0, teacher=other)
-    plain, _, _ = build_and_compress({k: v for k, v in params.items() if not k.startswith("kd_")}, digits, spec, seed=0)
-    x = torch.from_numpy(digits.X_val)
+    moved, _, _ = _compress(params, digits, spec, seed=0, teacher=other)
+    plain, _, _ = _compress({k: v for k, v in params.items() if not k.startswith("kd_")}, digits, spec, seed=0)
+    x = torch.from_numpy(digits.val.X)
     assert not torch.allclose(distilled(x), moved(x)) and not torch.allclose(distilled(x), plain(x))
 
 
@@ -229,7 +242,7 @@ def test_distilled_training_differs_by_teacher_and_trial_records_it(digits):
 
 
 def test_augmentation_changes_inputs_reproducibly_and_strength_zero_is_identity(digits):
-    x = torch.from_numpy(digits.X_train[:64])
+    x = torch.from_numpy(digits.train.X[:64])
     before = x.clone()
     bounds = AugmentationSpace(enabled=True)
     out = augmentation.Augmenter(0.8, bounds, "image", seed=1)(x)
@@ -242,7 +255,7 @@ def test_augmentation_changes_inputs_reproducibly_and_strength_zero_is_identity(
 
 
 def test_shift_is_a_pad_and_crop_within_the_bound(digits):
-    x = torch.from_numpy(digits.X_train[:32])
+    x = torch.from_numpy(digits.train.X[:32])
     out = augmentation.random_shift(x, 1, torch.Generator().manual_seed(0))
     padded = nn.functional.pad(x, (1, 1, 1, 1))
     shifts = []
@@ -254,7 +267,7 @@ def test_shift_is_a_pad_and_crop_within_the_bound(digits):
 
 
 def test_rotation_and_scale_keep_the_digit(digits):
-    x = torch.from_numpy(digits.X_train[:64])
+    x = torch.from_numpy(digits.train.X[:64])
     g = torch.Generator().manual_seed(0)
     assert augmentation.random_affine(x, 0.0, 0.0, g) is x
     out = augmentation.random_affine(x, 15.0, 0.1, g)
@@ -266,7 +279,7 @@ def test_rotation_and_scale_keep_the_digit(digits):
 
 
 def test_tabular_noise_and_jitter_scale_with_strength(wine):
-    x = torch.from_numpy(wine.X_train)
+    x = torch.from_numpy(wine.train.X)
     bounds = AugmentationSpace(enabled=True, noise_std=0.2, jitter_std=0.0)
     for strength in (0.5, 1.0):
         delta = augmentation.Augmenter(strength, bounds, "tabular", seed=0)(x) - x
@@ -297,10 +310,10 @@ def test_train_feeds_augmented_inputs_with_the_original_labels(digits, monkeypat
         labels.append(y.clone())
         return nn.functional.cross_entropy(logits, y)
 
-    monkeypatch.setattr("search.train.regularization.criterion", lambda params: capture_loss)
+    monkeypatch.setattr("spaces.regularization.criterion", lambda params: capture_loss)
     train(Spy(), digits, {**MLP, **RECIPE, "batch_size": 256}, 1, augment=augment)
-    assert sum(calls) == len(digits.X_train) and all(float(x.min()) >= 100.0 for x in seen)
-    assert sorted(torch.cat(labels).tolist()) == sorted(digits.y_train.tolist())
+    assert sum(calls) == len(digits.train.X) and all(float(x.min()) >= 100.0 for x in seen)
+    assert sorted(torch.cat(labels).tolist()) == sorted(digits.train.y.tolist())
 
 
 # --- gradual pruning --------------------------------------------------------------------------------
@@ -328,10 +341,10 @@ def test_gradual_pruning_reaches_the_target_sparsity_at_the_end_of_training(digi
     train(model, digits, params, epochs, epoch_hooks=(Recorder(),))
     assert all(abs(target - got) < 0.01 for target, got in seen)
     assert [t for t, _ in seen] == sorted(t for t, _ in seen) and seen[-1][0] == pytest.approx(0.7)
-    deployed, _, _ = build_and_compress(params, digits, spec, seed=0)
+    deployed, _, _ = _compress(params, digits, spec, seed=0)
     assert pruning.sparsity(deployed) == pytest.approx(0.7, abs=0.01)
     assert not any(name.endswith("_orig") for name, _ in deployed.named_parameters())
-    assert accuracy.measure(deployed, digits.X_val, digits.y_val).value > 0.5
+    assert acc(deployed, digits) > 0.5
 
 
 # --- runtime -------------------------------------------------------------------------------------------
@@ -339,30 +352,30 @@ def test_gradual_pruning_reaches_the_target_sparsity_at_the_end_of_training(digi
 
 @pytest.mark.parametrize("name", ["torchscript", "onnxruntime"])
 def test_fp32_runtimes_predict_like_eager(digits, trained_cnn, name):
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     runner = runtime.apply({"runtime": name, "quant_mode": "none"}, trained_cnn, trained_cnn, example)
     assert isinstance(runner, nn.Module) and runner is not trained_cnn
-    eager = accuracy.predict(trained_cnn, digits.X_val)
-    agreement = float(np.mean(accuracy.predict(runner, digits.X_val) == eager))
+    eager = predict(trained_cnn, digits.val.X)
+    agreement = float(np.mean(predict(runner, digits.val.X) == eager))
     assert agreement >= 0.98
     timing = latency.measure(runner, digits.input_shape, repeats=10, warmup=2)
     assert timing.value > 0
 
 
 def test_runtimes_on_mlp_and_transformer(digits):
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     for arch in (MLP, TRANSFORMER):
         model = _trained(digits, arch)
-        eager = accuracy.predict(model, digits.X_val)
+        eager = predict(model, digits.val.X)
         for name in ("torchscript", "onnxruntime"):
             runner = runtime.apply({"runtime": name}, model, model, example)
-            assert np.mean(accuracy.predict(runner, digits.X_val) == eager) >= 0.98, (arch["family"], name)
+            assert np.mean(predict(runner, digits.val.X) == eager) >= 0.98, (arch["family"], name)
 
 
 def test_onnxruntime_quantizes_with_its_own_int8_kernels(digits, trained_cnn):
     import onnx
 
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     calibration = calibration_batches(digits, 4)
     float_runner = runtime.apply({"runtime": "onnxruntime"}, trained_cnn, trained_cnn, example)
     static = runtime.apply({"runtime": "onnxruntime", "quant_mode": "static"}, trained_cnn, trained_cnn, example,
@@ -370,40 +383,40 @@ def test_onnxruntime_quantizes_with_its_own_int8_kernels(digits, trained_cnn):
     ops = {n.op_type for n in onnx.load_from_string(static.model_bytes).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert static.size_kb() < 0.5 * float_runner.size_kb()
-    eager = accuracy.predict(trained_cnn, digits.X_val)
-    assert np.mean(accuracy.predict(static, digits.X_val) == eager) >= 0.9
+    eager = predict(trained_cnn, digits.val.X)
+    assert np.mean(predict(static, digits.val.X) == eager) >= 0.9
 
     mlp = _trained(digits, MLP)
     dynamic = runtime.apply({"runtime": "onnxruntime", "quant_mode": "dynamic"}, mlp, mlp, example)
     ops = [n.op_type for n in onnx.load_from_string(dynamic.model_bytes).graph.node]
     assert ops.count("MatMulInteger") == 3 and "Gemm" not in ops  # every linear layer, as torch's dynamic mode
-    assert np.mean(accuracy.predict(dynamic, digits.X_val) == accuracy.predict(mlp, digits.X_val)) >= 0.95
+    assert np.mean(predict(dynamic, digits.val.X) == predict(mlp, digits.val.X)) >= 0.95
 
 
 def test_gemm_rewrite_keeps_outputs(digits):
     import onnxruntime as ort
 
     model = _trained(digits, MLP, 1)
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     original = runtime.export_onnx(model, example)
     rewritten = runtime.gemm_to_matmul(original)
-    x = digits.X_val[:50]
+    x = digits.val.X[:50]
     outputs = [ort.InferenceSession(b, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0] for b in (original, rewritten)]
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
 
 
 def test_torchscript_runs_torch_int8_models(digits, trained_cnn):
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     q = quantization.apply(copy.deepcopy(trained_cnn), "static", example, calibration=calibration_batches(digits, 4))
     runner = runtime.apply({"runtime": "torchscript", "quant_mode": "static"}, q, trained_cnn, example)
     assert isinstance(runner, torch.jit.ScriptModule)
-    assert np.mean(accuracy.predict(runner, digits.X_val) == accuracy.predict(q, digits.X_val)) >= 0.99
+    assert np.mean(predict(runner, digits.val.X) == predict(q, digits.val.X)) >= 0.99
 
 
 def test_ort_module_pickles_and_reopens(digits, trained_cnn):
-    runner = runtime.apply({"runtime": "onnxruntime"}, trained_cnn, trained_cnn, torch.from_numpy(digits.X_train[:2]), threads=1)
+    runner = runtime.apply({"runtime": "onnxruntime"}, trained_cnn, trained_cnn, torch.from_numpy(digits.train.X[:2]), threads=1)
     again = pickle.loads(pickle.dumps(runner))
-    x = torch.from_numpy(digits.X_val[:20])
+    x = torch.from_numpy(digits.val.X[:20])
     assert torch.allclose(runner(x), again(x)) and again.session.get_session_options().intra_op_num_threads == 1
 
 
@@ -418,7 +431,7 @@ def test_unexportable_model_fails_with_a_clear_reason(digits):
 
     model = Spectral().eval()
     with pytest.raises(runtime.RuntimeUnavailable, match="runtime onnxruntime: cannot export the Spectral model to ONNX"):
-        runtime.apply({"runtime": "onnxruntime"}, model, model, torch.from_numpy(digits.X_train[:2]))
+        runtime.apply({"runtime": "onnxruntime"}, model, model, torch.from_numpy(digits.train.X[:2]))
     with pytest.raises(runtime.RuntimeUnavailable, match="QAT"):
         runtime.apply({"runtime": "onnxruntime", "quant_mode": "qat"}, model, model, torch.zeros(1))
 
@@ -434,9 +447,9 @@ def test_latency_and_accuracy_are_measured_on_the_runner(digits, trained_cnn):
     spec = from_dict(tiny_spec_dict())
     info = {"macs_by_precision": {"fp32": 1000}, "macs": 1000, "float_params": 10, "train_seconds": 0.0}
     metrics = measure(trained_cnn, digits, spec, info, runner=Slow())
-    assert metrics["latency_ms"] >= 3.0
-    assert metrics["accuracy"] == pytest.approx(float(np.mean(digits.y_val == 0)))  # Slow always says class 0
-    assert metrics["params"] == 10 and metrics["size_kb"] == pytest.approx(complexity.size_kb(trained_cnn))
+    assert metrics.latency_ms >= 3.0
+    assert metrics.accuracy == pytest.approx(float(np.mean(digits.val.y == 0)))  # Slow always says class 0
+    assert metrics.params == 10 and metrics.size_kb == pytest.approx(complexity.size_kb(trained_cnn))
 
 
 @pytest.mark.parametrize("name", ["torchscript", "onnxruntime"])
@@ -444,10 +457,10 @@ def test_pipeline_reports_the_runtime(digits, name):
     spec = from_dict(tiny_spec_dict(space={"runtime": {"enabled": True}}, measure={"repeats": 5, "warmup": 1}))
     params = {**MLP, **RECIPE, "prune_kind": "none", "quant_mode": "dynamic", "runtime": name}
     result = run_pipeline(params, digits, spec, seed=0)
-    assert result.metrics["runtime"] == name and result.metrics["latency_ms"] > 0 and result.metrics["quantized"]
-    assert result.runner is not result.model and result.metrics["accuracy"] > 0.5
+    assert result.metrics.runtime == name and result.metrics.latency_ms > 0 and result.metrics.quantized
+    assert result.runner is not result.model and result.metrics.accuracy > 0.5
     if name == "onnxruntime":
-        assert result.metrics["size_kb"] == pytest.approx(result.runner.size_kb())
+        assert result.metrics.size_kb == pytest.approx(result.runner.size_kb())
 
 
 # --- the small transformer ------------------------------------------------------------------------------
@@ -455,16 +468,16 @@ def test_pipeline_reports_the_runtime(digits, name):
 
 def test_transformer_trains_above_chance_and_quantizes_dynamically(digits):
     model = _trained(digits, TRANSFORMER, epochs=3)
-    float_accuracy = accuracy.measure(model, digits.X_val, digits.y_val).value
+    float_accuracy = acc(model, digits)
     assert float_accuracy > 0.3  # chance is 0.1
-    q = quantization.apply(copy.deepcopy(model), "dynamic", torch.from_numpy(digits.X_train[:2]))
+    q = quantization.apply(copy.deepcopy(model), "dynamic", torch.from_numpy(digits.train.X[:2]))
     assert sum("quantized.dynamic" in type(m).__module__ for m in q.modules()) == 3  # linear1, linear2, classifier
-    assert accuracy.measure(q, digits.X_val, digits.y_val).value == pytest.approx(float_accuracy, abs=0.05)
+    assert acc(q, digits) == pytest.approx(float_accuracy, abs=0.05)
     assert complexity.size_kb(q) < complexity.size_kb(model)
 
 
 def test_transformer_pruning_kinds(digits):
-    example = torch.from_numpy(digits.X_train[:2])
+    example = torch.from_numpy(digits.train.X[:2])
     model = architecture.build({**TRANSFORMER, "layers": 2}, digits.input_shape, 10)
     params_before = complexity.count_params(model)[0]
     macs_before = complexity.count_macs(model, example)
@@ -482,5 +495,5 @@ def test_transformer_pruning_kinds(digits):
 
     spec = from_dict(tiny_spec_dict())
     config = {**TRANSFORMER, **RECIPE, "prune_kind": "gradual", "prune_ratio": 0.4, "quant_mode": "dynamic"}
-    deployed, float_model, _ = build_and_compress(config, digits, spec, seed=0)
+    deployed, float_model, _ = _compress(config, digits, spec, seed=0)
     assert pruning.sparsity(float_model) == pytest.approx(0.4, abs=0.01) and quantization.is_quantized(deployed)

@@ -1,0 +1,236 @@
+"""The user's code in a search: task factory, model factory, training loop, dimensions.
+
+Each comes from a spec reference (`"my_model.py:build"`, a file relative to the spec;
+or `"package.module:build"`, an import) or directly from Python
+(`search.launch(spec, model=build)`). `resolve` loads them once, in the driver, and
+checks each against its contract, so bad user code stops the launch with one line
+naming the key and the file (exit 2), before Ray starts.
+
+The resolved objects travel to the trials by value (Ray's cloudpickle; a module
+loaded from a file is registered for pickling by value), so workers never need the
+user's files on their disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import spaces
+from search.errors import UsageError
+from search.spec import StudySpec, TaskSource, is_file_reference
+
+UNNAMED = "<python>"  # where a callable passed from Python cannot be found again
+
+
+@dataclass
+class Plugins:
+    """The user's code a search runs (None/empty: paretune's own)."""
+
+    task: Callable | None = None  # make(seed) -> search.Task
+    model: Callable | None = None  # build(params, input_shape, n_classes) -> nn.Module
+    train: Callable | None = None  # fit(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks)
+    dimensions: tuple[spaces.Dimension, ...] = field(default_factory=tuple)
+
+
+def _module_from_file(path: Path, key: str):
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"paretune_user_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{key}: {path}: cannot be loaded as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    # The file may import modules beside it (on a local Ray the workers share this path).
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - any error in user code is the user's to fix
+        del sys.modules[name]
+        raise UsageError(f"{key}: {path} raised on import: {spaces.first_line(exc)}") from None
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def load_reference(text: str, key: str) -> Any:
+    """The object `file.py:name` or `module.path:name` names; UsageError naming `key`
+    when the file is missing, raises on import, or lacks the name."""
+    where, _, name = text.rpartition(":")
+    if where == UNNAMED:
+        raise UsageError(f"{key}: {name} was given as a Python object; pass it again (e.g. search.train(..., {key.split('.')[0]}=...))")
+    if is_file_reference(text):
+        path = Path(where)
+        if not path.is_file():
+            raise UsageError(f"{key}: {path}: no such file")
+        module = _module_from_file(path, key)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"{key}: cannot import {where} ({spaces.first_line(exc)})") from None
+    target: Any = module
+    for part in name.split("."):
+        if not hasattr(target, part):
+            raise UsageError(f"{key}: {where} has no {name!r}")
+        target = getattr(target, part)
+    return target
+
+
+def _callable(value: Any, text: str, key: str) -> Callable:
+    if not callable(value):
+        raise UsageError(f"{key}: {text} is a {type(value).__name__}, not callable")
+    return value
+
+
+def reference_of(obj: Any) -> str:
+    """A spec reference that finds `obj` again: `/abs/file.py:name` for code in a file
+    (a script or a module loaded from one), `module:name` for an installed module,
+    `<python>:name` when it cannot be found (a lambda, a local function)."""
+    name = getattr(obj, "__qualname__", None) or getattr(type(obj), "__qualname__", "object")
+    if "<" in name:
+        return f"{UNNAMED}:{name.replace('<', '').replace('>', '').replace('.', '_')}"
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    if module == "__main__" or (module or "").startswith("paretune_user_"):
+        try:
+            source = inspect.getsourcefile(obj if callable(obj) or inspect.isclass(obj) else type(obj))
+        except TypeError:
+            source = None
+        return f"{Path(source).resolve().as_posix()}:{name}" if source else f"{UNNAMED}:{name}"
+    return f"{module}:{name}"
+
+
+def _dimension(value: Any, text: str, key: str) -> spaces.Dimension:
+    instance = value() if isinstance(value, type) else value
+    try:
+        return spaces.check_dimension(instance)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{key}: {text}: {exc}") from None
+
+
+def check_sections(spec: StudySpec, dimensions: tuple[spaces.Dimension, ...], source: str) -> None:
+    """User dimensions' sections validate against their configs; no section is left unowned."""
+    builtin = {d.name for d in spaces.builtins()}
+    seen: set[str] = set()
+    for dimension in dimensions:
+        if dimension.name in builtin or dimension.name in seen or dimension.name == "custom":
+            raise UsageError(f"{source}: space.custom: a dimension is already named {dimension.name!r}; rename it")
+        seen.add(dimension.name)
+        try:
+            spaces.section(spec, dimension)
+        except ValidationError as exc:
+            from search.spec import _field_path, _message
+
+            first = exc.errors()[0]
+            path = _field_path(first["loc"])
+            raise UsageError(f"{source}: space.{dimension.name}{'.' + path if path != 'spec' else ''}: {_message(first)}") from None
+    unowned = sorted(set(spec.space.model_extra or {}) - seen)
+    if unowned:
+        raise UsageError(f"{source}: space.{unowned[0]}: unknown field (no dimension of that name)")
+
+
+def resolve(
+    spec: StudySpec,
+    *,
+    task: Callable | None = None,
+    model: Callable | None = None,
+    train: Callable | None = None,
+    dimensions: tuple | list = (),
+    source: str = "spec",
+) -> Plugins:
+    """Load what the spec references (or take what is passed) and check it."""
+    if task is None and isinstance(spec.task, TaskSource) and spec.task.factory is not None:
+        task = _callable(load_reference(spec.task.factory, "task.factory"), spec.task.factory, "task.factory")
+    if model is None and spec.model is not None:
+        model = _callable(load_reference(spec.model.factory, "model.factory"), spec.model.factory, "model.factory")
+    if train is None and spec.train.loop is not None:
+        train = _callable(load_reference(spec.train.loop, "train.loop"), spec.train.loop, "train.loop")
+    resolved = [_dimension(d, type(d).__name__ if not isinstance(d, type) else d.__name__, "dimensions") for d in dimensions]
+    for text in spec.space.custom.dimensions:
+        resolved.append(_dimension(load_reference(text, "space.custom.dimensions"), text, "space.custom.dimensions"))
+    plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved))
+    check_sections(spec, plugins.dimensions, source)
+    return plugins
+
+
+def task_from_factory(spec: StudySpec, factory: Callable | None = None):
+    """`make(seed)` of the spec's task factory, checked against the Task contract."""
+    import torch
+
+    from search.data import Task
+
+    key = "task.factory"
+    text = spec.task.factory if isinstance(spec.task, TaskSource) and spec.task.factory else "task="
+    if factory is None:
+        factory = _callable(load_reference(text, key), text, key)
+    try:
+        task = factory(spec.seed)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code failed: say where
+        raise UsageError(f"{key}: {text} raised: {spaces.first_line(exc)}") from None
+    if not isinstance(task, Task):
+        raise UsageError(f"{key}: {text} returned {type(task).__name__}, not a search.Task")
+    if task.n_classes < 2:
+        raise UsageError(f"{key}: {text}: n_classes is {task.n_classes}; a classification task needs at least 2")
+    for split in ("train", "val", "test"):
+        dataset = getattr(task, split)
+        try:
+            size = len(dataset)
+        except TypeError:
+            raise UsageError(f"{key}: {text}: Task.{split} has no len(); give a map-style torch Dataset") from None
+        if size == 0:
+            raise UsageError(f"{key}: {text}: Task.{split} is empty")
+        try:
+            x, y = dataset[0]
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"{key}: {text}: Task.{split}[0] is not an (input, label) pair ({spaces.first_line(exc)})") from None
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(task.input_shape):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise UsageError(f"{key}: {text}: Task.{split}[0] input is {shape}, but input_shape is {tuple(task.input_shape)}")
+        label = int(y)
+        if not 0 <= label < task.n_classes:
+            raise UsageError(f"{key}: {text}: Task.{split}[0] label {label} is outside [0, {task.n_classes})")
+    if task.metrics is not None and not callable(task.metrics):
+        raise UsageError(f"{key}: {text}: Task.metrics is a {type(task.metrics).__name__}, not callable")
+    return task
+
+
+def dimensions(plugins: Plugins | None = None) -> list[spaces.Dimension]:
+    """Every dimension a search may use: the built-ins and the user's."""
+    return [*spaces.builtins(), *(plugins.dimensions if plugins else ())]
+
+
+def suggest_context(spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> spaces.SuggestContext:
+    user_model = spec.model is not None or (plugins is not None and plugins.model is not None)
+    return spaces.SuggestContext(task_kind, user_model=user_model)
+
+
+def suggest_params(trial, spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> dict:
+    """A trial's params: every active dimension asked in turn (a lookup-table task has
+    its own fixed space, search.tabular_bench)."""
+    if task_kind == "table":
+        from search import tabular_bench
+
+        return tabular_bench.suggest(trial)
+    return spaces.suggest(trial, spec, dimensions(plugins), suggest_context(spec, task_kind, plugins))
+
+
+def describe_params(params: dict, spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> str:
+    """A trial's model in a few words (`cnn/structured 0.42/static`)."""
+    if task_kind == "table":
+        return " ".join(f"{k}={v}" for k, v in params.items())
+    return spaces.describe(params, spec, dimensions(plugins), suggest_context(spec, task_kind, plugins))

@@ -1,0 +1,162 @@
+"""Preflight: before Ray starts, dry-run every enabled choice on a real model.
+
+The driver builds the model with the space's default params (the low end of each
+range, the first of each list of choices; with the built-in families, one model per
+family) and asks every dimension to try each of its enabled choices on it: each prune
+kind, quantization mode and runtime. A choice that cannot work (structured pruning on
+a graph torch-pruning cannot follow, static int8 on a model with data-dependent
+control flow, a runtime whose outputs differ from eager) stops the launch with one
+line naming the spec key, the choice and the reason (exit 2), unless the user asks
+to drop unsupported choices: then the search runs without them and says so.
+
+Also checked here, with the same model: the user's model factory keeps its contract
+(a module whose output is N×n_classes), and a user task's metrics() returns every
+task metric the spec names as an objective or constraint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Subset
+
+import spaces
+from search.data import Task, loader
+from search.errors import UsageError
+from search.plugins import Plugins, dimensions, suggest_context, suggest_params
+from search.spec import StudySpec, from_dict, to_toml_dict
+
+METRIC_SAMPLES = 64  # task metrics are checked on this many validation samples
+
+
+class _Defaults(spaces.DefaultTrial):
+    """The space's defaults, with some params fixed (one family of the built-ins)."""
+
+    def __init__(self, fixed: dict):
+        super().__init__()
+        self.params.update(fixed)
+
+
+@dataclass
+class PreflightReport:
+    spec: StudySpec  # the spec the search runs: unsupported choices dropped where asked
+    task_kind: str = "image"
+    checks: list[spaces.Check] = field(default_factory=list)
+    dropped: list[spaces.Check] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # the models it tried, in words
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[spaces.Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def _variants(spec: StudySpec, task: Task, plugins: Plugins) -> list[dict]:
+    """Default params of each model to try: the user's model, or one per built-in family."""
+    if spec.model is not None or plugins.model is not None:
+        return [suggest_params(_Defaults({}), spec, task.kind, plugins)]
+    families = [f for f in spec.space.architecture.families if task.kind == "image" or f not in spaces.architecture.IMAGE_FAMILIES]
+    return [suggest_params(_Defaults({"family": f}), spec, task.kind, plugins) for f in families]
+
+
+def _build(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension], spec: StudySpec, task: Task):
+    from search.trial import build_model
+
+    key = f"model.factory {spec.model.factory}" if spec.model is not None else "model"
+    try:
+        model = build_model(params, ctx, active).eval()
+        with torch.no_grad():
+            out = model(ctx.example)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model failed: say where
+        raise UsageError(f"{key}: building or running the model with {_short(params)} failed: {spaces.first_line(exc)}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(ctx.example), task.n_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UsageError(f"{key}: the model returns {got} for a batch of {len(ctx.example)}; expected logits ({len(ctx.example)}, {task.n_classes})")
+    return model
+
+
+def _short(params: dict) -> str:
+    return "{" + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(params.items())[:6]) + ", ...}"
+
+
+def _check_task_metrics(spec: StudySpec, task: Task, model) -> None:
+    from search.trial import task_metrics
+
+    wanted = [c.objective for c in spec.constraints if c.objective not in spec.objectives] + spec.task_metrics
+    wanted = [name for name in dict.fromkeys(wanted) if name not in ("accuracy", "latency_ms", "energy_mj", "size_kb", "params", "macs")]
+    if not wanted and task.metrics is None:
+        return
+    if task.metrics is None:
+        raise UsageError(f"objectives.{wanted[0]}: the task has no metrics() to measure it (Task.metrics)")
+    sample = Subset(task.val, range(min(METRIC_SAMPLES, len(task.val))))
+    try:
+        values = task_metrics(task, model, loader(sample, METRIC_SAMPLES))
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"task.factory: Task.metrics raised on the untrained model: {spaces.first_line(exc)}") from None
+    for name in wanted:
+        if name not in values:
+            raise UsageError(f"objectives.{name}: the task's metrics() returned no {name!r} (it returned: {', '.join(values) or 'nothing'})")
+
+
+def _drop(spec: StudySpec, failed: list[spaces.Check]) -> StudySpec:
+    """The spec without the choices that failed (each check names its list's spec key)."""
+    data = to_toml_dict(spec)
+    for check in failed:
+        path = check.key.split(".")
+        table = data
+        for part in path[:-1]:
+            table = table[part]
+        options = [o for o in table[path[-1]] if o != check.choice]
+        if not options:
+            raise UsageError(f"{check.key}: no choice works on this model after dropping {check.choice!r} ({check.detail})")
+        table[path[-1]] = options
+    return from_dict(data, source="spec after preflight", extra_sections=tuple(spec.space.model_extra or ()))
+
+
+def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_unsupported: bool = False) -> PreflightReport:
+    """Dry-run every enabled choice; UsageError (one line, exit 2) for one that cannot
+    work, unless `drop_unsupported`."""
+    from search.trial import trial_context
+
+    started = time.perf_counter()
+    plugins = plugins or Plugins()
+    if task.kind == "table":  # nothing to build: the table answers every trial
+        return PreflightReport(spec, task.kind)
+    report = PreflightReport(spec, task.kind)
+    active = spaces.active(dimensions(plugins), suggest_context(spec, task.kind, plugins))
+    try:
+        variants = _variants(spec, task, plugins)
+    except ValueError as exc:
+        raise UsageError(f"spec: {exc}") from None
+    results: dict[tuple[str, str], spaces.Check] = {}  # a failure on any model counts, once
+    for params in variants:
+        torch.manual_seed(spec.seed)
+        ctx = trial_context(params, task, spec, spec.seed, plugins)
+        ctx.device = torch.device("cpu")  # a dry run: the driver may have no GPU
+        model = _build(params, ctx, active, spec, task)
+        report.models.append(spaces.describe(params, spec, active, suggest_context(spec, task.kind, plugins)).split("/")[0])
+        if len(report.models) == 1:
+            _check_task_metrics(spec, task, model)
+        for dimension in active:
+            for check in dimension.preflight(model, spaces.section(spec, dimension), ctx):
+                key = (check.dimension, check.choice)
+                if key not in results or (results[key].ok and not check.ok):
+                    results[key] = check
+    report.checks = list(results.values())
+    report.seconds = time.perf_counter() - started
+    failed = report.failed
+    if failed and not drop_unsupported:
+        first = failed[0]
+        more = f" ({len(failed) - 1} more unsupported choice(s))" if len(failed) > 1 else ""
+        raise UsageError(
+            f"preflight: {first.key} {first.choice!r} cannot work on this model: {first.detail}{more}; "
+            "remove it from the spec or pass --drop-unsupported"
+        )
+    if failed:
+        report.spec = _drop(spec, failed)
+        report.dropped = failed
+    return report
