@@ -50,7 +50,7 @@ def main() -> None:
     from objectives import latency
     from search.data import load_task
     from search.spec import from_dict
-    from search.train import train_recipe
+    from search.training import train_recipe
     from spaces import architecture
 
     if args.threads:

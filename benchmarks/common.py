@@ -82,7 +82,7 @@ def cv(values: list[float]) -> float:
 @contextlib.contextmanager
 def ray_session():
     """A local Ray for the benchmarks that need one; shut down after unless it was already up."""
-    from search.launch import init_ray
+    from search.launcher import init_ray
 
     started = init_ray(None)
     try:

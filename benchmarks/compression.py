@@ -66,8 +66,8 @@ def knee_of_search(size: dict, task) -> tuple[dict, str]:
     """A small digits search through `launch`; its knee's config (trial params → config)."""
     import optuna
 
-    from search import front
-    from search.launch import launch
+    from search import pareto as front
+    from search.launcher import launch
     from search.plugins import suggest_params
 
     spec = spec_for(size, name="compression-search")

@@ -64,7 +64,7 @@ class Yardstick:
         self.true_hv = self.hv(self.front)
 
     def hv(self, points: np.ndarray) -> float:
-        from search.front import _hv
+        from search.pareto import _hv
 
         scaled = (np.asarray(points, dtype=float) - self.low) / (self.high - self.low)
         return _hv(scaled, np.full(scaled.shape[1], REFERENCE))
@@ -79,7 +79,7 @@ class Yardstick:
 
     def curve(self, points: np.ndarray) -> list[float]:
         """Fraction of the true hypervolume after each evaluation."""
-        from search.front import nondominated_mask
+        from search.pareto import nondominated_mask
 
         out, kept = [], np.empty((0, points.shape[1]))
         for point in points:
@@ -111,10 +111,10 @@ def ask_tell(sampler: str, seed: int, budget: int) -> np.ndarray:
 
 
 def through_launch(budget: int, workdir: Path) -> tuple[np.ndarray, float]:
-    """The same search through `search.launch.launch` (Ray Tune, AskTellSearcher)."""
+    """The same search through `search.launcher.launch` (Ray Tune, AskTellSearcher)."""
     import optuna
 
-    from search.launch import launch
+    from search.launcher import launch
 
     spec = spec_for("tpe", 0, budget, name="efficiency-launch")
     url = f"sqlite:///{workdir / 'launch.db'}"

@@ -4,7 +4,7 @@ Three ways to run the same trials side by side, in one process, one after anothe
 
 - plain Optuna: `study.optimize` with `n_jobs` threads on a fresh SQLite file, the
   floor any Ray-based path is compared with;
-- paretune's launch path: `search.launch.run_trials` itself (AskTellSearcher + Tuner
+- paretune's launch path: `search.launcher.run_trials` itself (AskTellSearcher + Tuner
   with reuse_actors=True, Tune's file loggers off) on a fresh SQLite file, with a
   trivial trainable in place of the trial pipeline;
 - Ray Tune's defaults: a Tuner with its own search (BasicVariantGenerator), a new
@@ -133,7 +133,7 @@ def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
 
 def paretune_path(trials: int, seconds: float, workdir: Path) -> float:
     from search.data import load_task
-    from search.launch import open_study, run_trials
+    from search.launcher import open_study, run_trials
     from search.storage import open_storage
 
     spec = _spec(trials)

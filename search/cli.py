@@ -39,7 +39,7 @@ def _model_words(params: dict, spec, task_kind: str) -> str:
 
 def _study_words(study, params: dict) -> str:
     """`_model_words` for a trial of a stored study."""
-    from search.export import recorded_spec, task_kind_of
+    from search.exporter import recorded_spec, task_kind_of
 
     try:
         return _model_words(params, recorded_spec(study), task_kind_of(study))
@@ -126,7 +126,7 @@ def launch(
         from search.cluster import local_only
 
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
-    from search import launch as launcher
+    from search import launcher
 
     spec = _load_spec(spec_path, trials, concurrency)
     budget = spec.budget
@@ -294,7 +294,7 @@ def front(
     """The Pareto front (feasible COMPLETE trials only), its hypervolume, and plots."""
     import json
 
-    from search import front as fronts
+    from search import pareto as fronts
     from search.storage import load_study
 
     if plot is not None:
@@ -371,8 +371,8 @@ def export(
     ),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
-    from search import export as exporter
-    from search import front as fronts
+    from search import exporter
+    from search import pareto as fronts
     from search.storage import load_study, resolve_url
 
     rule = fronts.Pick.parse(pick)

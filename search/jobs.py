@@ -79,7 +79,7 @@ def stage(spec: StudySpec, directory: Path) -> Path:
             raise UsageError(f"task.path {source}: no such file")
         shutil.copy2(source, directory / source.name)
         data["task"] = {**data["task"], "path": source.name}
-    from search.export import dumps
+    from search.exporter import dumps
 
     path = directory / SPEC_FILE
     path.write_text(dumps(data))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import UsageError
-from search.front import FrontReport, knee_distances, param_value
+from search.pareto import FrontReport, knee_distances, param_value
 
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 LOG_SPAN = 30.0

@@ -118,7 +118,7 @@ def minimization_points(names: list[str], dataset: str = DEFAULT_DATASET) -> np.
 
 def true_front(names: list[str], dataset: str = DEFAULT_DATASET) -> np.ndarray:
     """The table's Pareto front over `names`, as minimization points (ties kept)."""
-    from search.front import nondominated_mask
+    from search.pareto import nondominated_mask
 
     points = minimization_points(names, dataset)
     return points[nondominated_mask(points)]

@@ -30,7 +30,7 @@ from search.data import Task, calibration_batches, example_inputs, loader, worke
 from search.metrics import TrialMetrics
 from search.plugins import Plugins, dimensions
 from search.spec import StudySpec
-from search.train import fit, train_recipe
+from search.training import fit, train_recipe
 
 
 @dataclass

@@ -77,7 +77,7 @@ def ray_local():
 
 def write_toml(path: Path, data: dict) -> Path:
     """Write a test spec with the exporter's TOML writer."""
-    from search.export import dumps
+    from search.exporter import dumps
 
     path.write_text(dumps(data))
     return path
@@ -99,7 +99,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
 def train(model, task, params, epochs, *, seed=0, lr_scale=1.0, constant_lr=False, augment=None, epoch_hooks=(), pause=None):
     """Train `model` with a fixed recipe in `params` through paretune's own loop."""
-    from search.train import fit, recipe_hooks
+    from search.training import fit, recipe_hooks
 
     hooks = recipe_hooks(params)
     if augment is not None:

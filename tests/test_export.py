@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from search.plugins import suggest_params
-from search import export as exporter
-from search import front
+from search import exporter
+from search import pareto as front
 from search.errors import UsageError
 from search.spec import from_dict, load, to_toml_dict
 from tests.conftest import run_cli, tiny_spec_dict

@@ -122,7 +122,7 @@ def worker_pids() -> set[int]:
 
 
 def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
-    from search.launch import launch
+    from search.launcher import launch
 
     spec = from_dict(tiny_spec_dict(name="worker-kill", budget={"trials": 4, "concurrency": 2, "epochs": 4, "max_retries": 1}))
     url = f"sqlite:///{tmp_path / 'w.db'}"

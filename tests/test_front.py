@@ -26,7 +26,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search import front
+from search import pareto as front
 from search.errors import UsageError
 from search.spec import from_dict, to_toml_dict
 from tests.conftest import run_cli, tiny_spec_dict

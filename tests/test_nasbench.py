@@ -111,7 +111,7 @@ def test_cli_rejects_default_objectives_with_exit_2(tmp_path):
 
 
 def test_launch_six_trials_through_ray(ray_local, tmp_path):
-    from search.launch import launch
+    from search.launcher import launch
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     summary = launch(nas_spec(), storage_url=url)

@@ -123,7 +123,7 @@ def test_export_train_and_load_in_a_fresh_process(searched):
 def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
     import torch
 
-    from search import export as exporter
+    from search import exporter
     from search import retrain
     from search.storage import load_study
 
@@ -145,7 +145,7 @@ def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
 
 
 def test_onnxruntime_trial_exports_the_onnx_model_it_was_measured_on(tmp_path):
-    from search import export as exporter
+    from search import exporter
     from search import retrain
     from search.spec import from_dict
     from search.storage import load_study
@@ -187,7 +187,7 @@ def test_train_without_params_is_a_usage_error(tmp_path):
 
 
 def test_tabular_model_card_carries_standardization_and_labels(tmp_path):
-    from search import export as exporter
+    from search import exporter
     from search import retrain
     from search.spec import from_dict
     from search.storage import load_study

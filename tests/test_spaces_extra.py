@@ -20,7 +20,7 @@ from search.spec import from_dict, load
 from spaces.augmentation import AugmentationSpace
 from search.data import calibration_batches
 from search.plugins import suggest_params
-from search.train import train_recipe
+from search.training import train_recipe
 from search.trial import build_and_compress, measure, run_pipeline
 from spaces import architecture, augmentation, distillation, pruning, quantization, runtime
 from tests.conftest import ROOT, acc, predict, sample_many, tiny_spec_dict, train

@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.launch import launch
+from search.launcher import launch
 from search.spec import from_dict
 from search.storage import SQLITE_TIMEOUT_S, open_storage
 from tests.conftest import tiny_spec_dict

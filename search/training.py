@@ -120,7 +120,7 @@ def fit(
             if missing:
                 raise RuntimeError(
                     f"the training loop never called hooks.{missing[0]}(...), which this trial's params need; "
-                    "see search/train.py for the loop contract"
+                    "see search/training.py for the loop contract"
                 )
     return model.eval()
 

@@ -108,7 +108,7 @@ def prepare_study(spec: StudySpec, task: Task, plugins: Plugins | None = None) -
     dimension name; shipped once to every trial through Ray's object store."""
     from spaces import StudyContext
 
-    from search.train import train_recipe
+    from search.training import train_recipe
     from search.trial import train_device
 
     if task.kind == "table":

@@ -157,7 +157,7 @@ def trial_seed(trial: FrozenTrial, spec: dict) -> int:
 
 def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *, pick: str | None = None) -> dict:
     """The exported file's content as plain data (spec keys, `params`, `exported`)."""
-    from search.front import objectives_of
+    from search.pareto import objectives_of
     from search.spec import from_dict
 
     spec = _ordered_spec(study_spec(study))
