@@ -159,7 +159,10 @@ def resolve(
     if train is None and spec.train.loop is not None:
         train = _callable(load_reference(spec.train.loop, "train.loop"), spec.train.loop, "train.loop")
     resolved = [_dimension(d, type(d).__name__ if not isinstance(d, type) else d.__name__, "dimensions") for d in dimensions]
+    given = {reference_of(d if isinstance(d, type) else type(d)) for d in dimensions}
     for text in spec.space.custom.dimensions:
+        if text in given:  # passed as an object too (search.launch records its reference)
+            continue
         resolved.append(_dimension(load_reference(text, "space.custom.dimensions"), text, "space.custom.dimensions"))
     plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved))
     check_sections(spec, plugins.dimensions, source)

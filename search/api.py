@@ -1,0 +1,199 @@
+"""paretune as a library: launch a search on your own model and data, read its front,
+export a trial, retrain it. Each function is what the CLI command of the same name
+does, with Python objects in and out.
+
+```python
+import search
+
+study = search.launch("studies/digits.toml")                       # a spec file
+study = search.launch({"name": "mine", "budget": {"trials": 8}},   # or a dict
+                      task=make_task, model=build_model, train=fit)
+report = search.front(study)                  # FrontReport: front, hypervolume, reference
+path = search.export(study, "mine-best.toml") # the knee as a runnable spec
+card = search.train(path, "mine_model/", task=make_task, model=build_model).card
+```
+
+Callables passed here are recorded in the study's spec by where they live
+(`/abs/path/file.py:name` for code in a file or script, `package.module:name` for an
+installed module), so `paretune export`/`train` find them again; a lambda or a local
+function cannot be found again: pass it once more to `search.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.errors import UsageError
+from search.spec import StudySpec, from_dict, read_toml, to_toml_dict
+
+
+def _with_code(data: dict, task, model, train, dimensions) -> dict:
+    """Record the callables' references in the spec data (it is what the storage keeps)."""
+    from search.plugins import reference_of
+
+    if task is not None:
+        data["task"] = {"factory": reference_of(task)}
+    if model is not None:
+        data["model"] = {"factory": reference_of(model)}
+    if train is not None:
+        data["train"] = {**(data.get("train") or {}), "loop": reference_of(train)}
+    if dimensions:
+        space = data.setdefault("space", {})
+        custom = space.setdefault("custom", {})
+        named = list(custom.get("dimensions") or [])
+        for dimension in dimensions:
+            ref = reference_of(dimension if isinstance(dimension, type) else type(dimension))
+            if ref not in named:
+                named.append(ref)
+        custom["dimensions"] = named
+    return data
+
+
+def as_spec(
+    spec: str | Path | dict | StudySpec,
+    *,
+    task: Callable | None = None,
+    model: Callable | None = None,
+    train: Callable | None = None,
+    dimensions: Iterable = (),
+) -> StudySpec:
+    """A validated StudySpec from a spec file path, a dict of spec keys or a StudySpec,
+    with the given callables recorded in it. Relative paths in a file are relative
+    to the file; in a dict, to the working directory. Raises UsageError."""
+    if isinstance(spec, StudySpec):
+        data, base, source = to_toml_dict(spec), None, "spec"
+    elif isinstance(spec, (str, Path)):
+        path = Path(spec)
+        data = {k: v for k, v in read_toml(path).items() if k not in ("params", "exported")}
+        base, source = path.parent, str(path)
+    elif isinstance(spec, dict):
+        data, base, source = copy.deepcopy(spec), Path.cwd(), "spec"
+    else:
+        raise UsageError(f"spec: expected a path, a dict or a StudySpec, but got {type(spec).__name__}")
+    dimensions = list(dimensions)
+    data = _with_code(data, task, model, train, dimensions)
+    names = tuple(getattr(d, "name", "") for d in dimensions)
+    return from_dict(data, source=source, base_dir=base, extra_sections=names)
+
+
+def launch(
+    spec: str | Path | dict | StudySpec,
+    *,
+    task: Callable | None = None,
+    model: Callable | None = None,
+    train: Callable | None = None,
+    dimensions: Iterable = (),
+    storage: str | None = None,
+    address: str | None = None,
+    drop_unsupported: bool = False,
+    on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.Study:
+    """Run (or resume) a search and return its Optuna study.
+
+    Args:
+        spec: a spec file, a dict of spec keys, or a StudySpec.
+        task: `make(seed) -> search.Task` (replaces the spec's `[task]`).
+        model: `build(params, input_shape, n_classes) -> torch.nn.Module`; its knobs are
+            the spec's `[space.model]` section.
+        train: the training loop, `fit(model=, train_loader=, val_loader=, optimizer=,
+            scheduler=, epochs=, report=, hooks=)` (see search.training).
+        dimensions: user dimensions (spaces.Dimension instances or classes); their
+            settings are `[space.<name>]` sections of the spec.
+        storage: Optuna storage URL (default `$PARETUNE_STORAGE` or sqlite:///paretune.db).
+        address: a Ray cluster (`auto`, HOST:PORT, ray://...); default a local Ray.
+        drop_unsupported: search without the choices the preflight finds unsupported,
+            instead of raising.
+        on_told: called with each finished trial as it is stored.
+
+    Returns:
+        The study (`optuna.Study`) in the storage; `study.best_trials` is its front
+        (constraints aside: `search.front` applies them).
+
+    Raises:
+        search.UsageError: bad input (a spec key, a file, user code that breaks its
+            contract, a choice the preflight refused), before Ray starts or anything
+            is written.
+    """
+    from search import launcher
+    from search.plugins import resolve
+    from search.storage import open_storage
+
+    dimensions = list(dimensions)
+    checked = as_spec(spec, task=task, model=model, train=train, dimensions=dimensions)
+    plugins = resolve(checked, task=task, model=model, train=train, dimensions=dimensions)
+    summary = launcher.launch(
+        checked, storage_url=storage, address=address, on_told=on_told, plugins=plugins, drop_unsupported=drop_unsupported
+    )
+    return optuna.load_study(study_name=summary.study_name, storage=open_storage(storage))
+
+
+def _study(study: optuna.Study | str, storage: str | None) -> optuna.Study:
+    if isinstance(study, optuna.Study):
+        return study
+    from search.storage import load_study
+
+    return load_study(storage, study)
+
+
+def front(study: optuna.Study | str, *, storage: str | None = None, reference: dict[str, float] | None = None):
+    """The Pareto front of the study's feasible trials (COMPLETE, finite, no constraint
+    violated), its hypervolume and reference point: a `search.pareto.FrontReport`.
+    `study`: an Optuna study or a study name in `storage`."""
+    from search import pareto
+
+    return pareto.report(_study(study, storage), reference)
+
+
+def export(
+    study: optuna.Study | str,
+    out: str | Path,
+    *,
+    storage: str | None = None,
+    pick: str = "knee",
+    where: Iterable[str] = (),
+) -> Path:
+    """Write one front trial as a runnable spec with its params pinned (what `paretune
+    train` retrains); returns the path. `pick`: knee, max:NAME, min:NAME or
+    weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'."""
+    from search import exporter, pareto
+    from search.storage import resolve_url
+
+    loaded = _study(study, storage)
+    rule = pareto.Pick.parse(pick)
+    filters = [pareto.Filter.parse(w) for w in where]
+    chosen = pareto.pick(loaded, rule, filters)
+    url = resolve_url(storage) if storage or not isinstance(study, optuna.Study) else _storage_url(loaded)
+    return exporter.export(loaded, chosen, url, out, pick=str(rule) + "".join(f" where {f}" for f in filters))
+
+
+def _storage_url(study: optuna.Study) -> str:
+    """The URL of a study's RDB storage where it has one (to record in an export)."""
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna caches an RDB storage
+    return str(getattr(storage, "url", None) or type(storage).__name__)
+
+
+def train(
+    config: str | Path,
+    out: str | Path,
+    *,
+    task: Callable | None = None,
+    model: Callable | None = None,
+    train: Callable | None = None,
+    dimensions: Iterable = (),
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> Any:
+    """Retrain an exported config from scratch with its recorded seed, measure it on the
+    test split, and write the deployable model and its model card to `out`; returns a
+    `search.retrain.RetrainReport` (`.card`, `.files`). The callables replace what the
+    config references (needed when the search got a lambda or a local function)."""
+    from search import retrain
+    from search.plugins import resolve
+
+    loaded = retrain.load_config(config)
+    plugins = resolve(loaded.spec, task=task, model=model, train=train, dimensions=list(dimensions), source=str(loaded.path))
+    return retrain.retrain(config, out, on_epoch=on_epoch, plugins=plugins)
