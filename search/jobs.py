@@ -70,15 +70,42 @@ def check_storage(url: str | None) -> str:
     return url
 
 
+def _stage_reference(text: str, directory: Path, key: str) -> str:
+    """A `file.py:name` reference: the file goes into the job's working_dir, the
+    reference is rewritten to it; module references stay as they are."""
+    from search.spec import is_file_reference
+
+    if not is_file_reference(text):
+        return text
+    where, _, name = text.rpartition(":")
+    source = Path(where)
+    if not source.is_file():
+        raise UsageError(f"{key}: {source}: no such file")
+    shutil.copy2(source, directory / source.name)
+    return f"{source.name}:{name}"
+
+
 def stage(spec: StudySpec, directory: Path) -> Path:
-    """Write what the job's working_dir holds: the spec and, if any, its task file."""
+    """Write what the job's working_dir holds: the spec and, if any, its task file and
+    the user's code files (model factory, training loop, task factory, dimensions). An
+    image folder is not copied: the head must reach it at the same absolute path."""
     data = to_toml_dict(spec)
-    if isinstance(spec.task, TaskFile):
+    if isinstance(spec.task, TaskFile) and spec.task.path is not None:
         source = Path(spec.task.path)
         if not source.is_file():
             raise UsageError(f"task.path {source}: no such file")
         shutil.copy2(source, directory / source.name)
         data["task"] = {**data["task"], "path": source.name}
+    if isinstance(spec.task, TaskFile) and spec.task.factory is not None:
+        data["task"] = {**data["task"], "factory": _stage_reference(spec.task.factory, directory, "task.factory")}
+    if spec.model is not None:
+        data["model"] = {"factory": _stage_reference(spec.model.factory, directory, "model.factory")}
+    if spec.train.loop is not None:
+        data["train"] = {"loop": _stage_reference(spec.train.loop, directory, "train.loop")}
+    if spec.space.custom.dimensions:
+        data["space"]["custom"] = {
+            "dimensions": [_stage_reference(d, directory, "space.custom.dimensions") for d in spec.space.custom.dimensions]
+        }
     from search.exporter import dumps
 
     path = directory / SPEC_FILE

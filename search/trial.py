@@ -114,7 +114,10 @@ def build_and_compress(
 ) -> tuple[nn.Module, spaces.TrialContext, list[spaces.Dimension]]:
     """Build, train and compress; returns the compressed model, the trial context
     (ctx.float_model, ctx.info) and the active dimensions."""
-    plugins = plugins or Plugins()
+    if plugins is None:  # a direct call: what the spec references
+        from search.plugins import resolve
+
+        plugins = resolve(spec)
     active = spaces.active(dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model is not None or plugins.model is not None))
     torch.manual_seed(seed)
     ctx = trial_context(params, task, spec, seed, plugins, shared)
