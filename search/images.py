@@ -143,7 +143,10 @@ def load_image_folder(source: TaskSource, seed: int):
     split_folders = [name for name in SPLITS if (root / name).is_dir()]
     if split_folders and len(split_folders) != len(SPLITS):
         missing = [name for name in SPLITS if name not in split_folders]
-        raise UsageError(f"{key}: has {', '.join(split_folders)}/ but no {', '.join(missing)}/; give all of train/, val/, test/ or none")
+        raise UsageError(
+            f"{key}: has {', '.join(f + '/' for f in split_folders)} but no {', '.join(m + '/' for m in missing)}; "
+            "give all of train/, val/, test/ or none"
+        )
     class_root = root / "train" if split_folders else root
     classes = [p.name for p in _class_folders(class_root)]
     if not classes:

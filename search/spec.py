@@ -257,6 +257,15 @@ def _field_path(loc: tuple) -> str:
     return ".".join(parts) or "spec"
 
 
+def _first_error(errors: list[dict]) -> dict:
+    """The error to show: for a union (`task = "digits"` or a table) given a table,
+    the table's own error rather than "should be a valid string"."""
+    for error in errors:
+        if error["type"] != "string_type" or "str" not in error["loc"]:
+            return error
+    return errors[0]
+
+
 def _message(error: dict) -> str:
     msg = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -317,7 +326,7 @@ def from_dict(
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = _first_error(exc.errors())
         raise UsageError(f"{source}: {_field_path(first['loc'])}: {_message(first)}") from None
     extra = sorted(set(spec.space.model_extra or {}) - set(extra_sections))
     if extra and not spec.space.custom.dimensions:

@@ -1,0 +1,3 @@
+"""Raises on import, as a file with a bug would."""
+
+raise ImportError("this module is broken on purpose")
