@@ -68,12 +68,13 @@ def measure_rapl(run_once: Callable[[], None], packages: list[Path], min_seconds
     )
 
 
-def measure_nvml(run_once: Callable[[], None], device_index: int = 0, min_seconds: float = MIN_NVML_SECONDS) -> Measurement:
+def measure_nvml(run_once: Callable[[], None], device_index: int = 0, min_seconds: float | None = None) -> Measurement:
     """Energy per call from NVML's counter; raises (ImportError, pynvml.NVMLError, ...)
     where there is none, and `measure` falls back to the estimate."""
     import pynvml
     import torch
 
+    min_seconds = MIN_NVML_SECONDS if min_seconds is None else min_seconds
     pynvml.nvmlInit()
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
