@@ -332,7 +332,8 @@ def from_dict(
     if extra and not spec.space.custom.dimensions:
         raise UsageError(f"{source}: space.{extra[0]}: unknown field")
     if base_dir is not None:
-        spec = _anchor_paths(spec, base_dir)
+        # Absolute: trials read image folders and code files from other working directories.
+        spec = _anchor_paths(spec, Path(base_dir).resolve())
     return spec
 
 
