@@ -61,6 +61,7 @@ def _print_preflight(report) -> None:
         dropped = any(d.choice == check.choice and d.dimension == check.dimension for d in report.dropped)
         verdict = "yes" if check.ok else ("[yellow]no: dropped[/]" if dropped else "[red]no[/]")
         table.add_row(check.dimension, check.choice, verdict, escape(check.detail))
+    table.columns[3].overflow = "fold"  # reasons are long: fold them, never cut them
     console.print(table)
     for check in report.dropped:
         err_console.print(

@@ -199,6 +199,7 @@ def launch(
     checked = preflight.run(spec, task, plugins, drop_unsupported=drop_unsupported)
     if on_preflight is not None:
         on_preflight(checked)
+    checked.check()
     spec = checked.spec
     check_address(address)
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts

@@ -48,9 +48,22 @@ class PreflightReport:
     models: list[str] = field(default_factory=list)  # the models it tried, in words
     seconds: float = 0.0
 
+    refused: bool = False  # some choice cannot work and dropping was not asked for
+
     @property
     def failed(self) -> list[spaces.Check]:
         return [c for c in self.checks if not c.ok]
+
+    def check(self) -> None:
+        """Raise the one-line UsageError for the first unsupported choice, if refused."""
+        if not self.refused:
+            return
+        first, *rest = self.failed
+        more = f" (also: {', '.join(f'{c.key} {c.choice!r}' for c in rest)})" if rest else ""
+        raise UsageError(
+            f"preflight: {first.key} {first.choice!r} cannot work on this model: {first.detail}{more}; "
+            "remove it from the spec or pass --drop-unsupported"
+        )
 
 
 def _variants(spec: StudySpec, task: Task, plugins: Plugins) -> list[dict]:
@@ -118,8 +131,9 @@ def _drop(spec: StudySpec, failed: list[spaces.Check]) -> StudySpec:
 
 
 def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_unsupported: bool = False) -> PreflightReport:
-    """Dry-run every enabled choice; UsageError (one line, exit 2) for one that cannot
-    work, unless `drop_unsupported`."""
+    """Dry-run every enabled choice. A choice that cannot work makes the report
+    `refused` (its `check()` raises the one-line UsageError), unless `drop_unsupported`:
+    then the report's spec lacks it. User code that breaks its contract raises here."""
     from search.trial import trial_context
 
     started = time.perf_counter()
@@ -149,14 +163,8 @@ def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_uns
     report.checks = list(results.values())
     report.seconds = time.perf_counter() - started
     failed = report.failed
-    if failed and not drop_unsupported:
-        first = failed[0]
-        more = f" ({len(failed) - 1} more unsupported choice(s))" if len(failed) > 1 else ""
-        raise UsageError(
-            f"preflight: {first.key} {first.choice!r} cannot work on this model: {first.detail}{more}; "
-            "remove it from the spec or pass --drop-unsupported"
-        )
-    if failed:
+    if failed and drop_unsupported:
         report.spec = _drop(spec, failed)
         report.dropped = failed
+    report.refused = bool(failed) and not drop_unsupported
     return report

@@ -148,7 +148,7 @@ class Quantization(Dimension):
                     out = quantized(ctx.example)
                 if tuple(out.shape) != (len(ctx.example), ctx.task.n_classes):
                     raise ValueError(f"the int8 model returns shape {tuple(out.shape)}")
-                count = sum(".quantized" in type(m).__module__ for m in quantized.modules())
+                count = sum(".quantized" in type(m).__module__ and "PackedParams" not in type(m).__name__ for m in quantized.modules())
                 if count == 0:
                     raise ValueError("nothing was quantized (no layer this mode converts): the model would stay fp32")
                 checks.append(Check(self.name, mode, True, f"{count} int8 modules", "space.quantization.modes"))

@@ -77,7 +77,7 @@ def test_int8_or_onnxruntime_with_cuda_measurement_is_refused_before_anything_st
     spec = from_dict(tiny_spec_dict(measure={"device": "cuda"}, space={
         **tiny_spec_dict()["space"], "quantization": {"modes": ["none", "static"]}, "runtime": {"enabled": True}}))
     with pytest.raises(UsageError, match="'static' cannot work on this model: int8 kernels run on the CPU, but measure.device is cuda"):
-        preflight.run(spec, load_task(spec))
+        preflight.run(spec, load_task(spec)).check()
     report = preflight.run(spec, load_task(spec), drop_unsupported=True)
     assert report.spec.space.quantization.modes == ["none"] and "onnxruntime" not in report.spec.space.runtime.runtimes
 
