@@ -12,7 +12,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from search import cluster
 from search import storage as storages
+from search import warmstart
 from search.data import TaskData, load_task
 from search.errors import UsageError
 from search.samplers import make_sampler
@@ -48,6 +49,7 @@ class LaunchSummary:
     reconciled: int
     interrupted: bool
     wall_seconds: float
+    interrupted_trials: int = 0  # trials still running when the search stopped, stored as FAIL
 
 
 def check_address(address: str | None) -> None:
@@ -146,7 +148,7 @@ def run_trials(
     try:
         tuner.fit()
     finally:
-        searcher.close()
+        searcher.interrupted_trials = searcher.close()  # the summary counts them
     return searcher
 
 
@@ -157,16 +159,21 @@ def launch(
     address: str | None = None,
     on_start: Callable[[optuna.Study, int], None] | None = None,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    enqueue: Sequence[warmstart.Seed] = (),
 ) -> LaunchSummary:
+    """`enqueue`: known configs to run first (see `search.warmstart`)."""
     started = time.perf_counter()
     task = load_task(spec)
+    seeds = warmstart.check_all(list(enqueue), spec, task.kind)  # a bad seed stops here, before Ray starts
     check_address(address)
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
     started_ray = init_ray(address)
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
+        study_is_new = not storages.study_exists(storage, spec.name)
         study, reconciled = open_study(spec, storage)
+        warmstart.enqueue(study, seeds, study_is_new)
         if on_start is not None:
             on_start(study, reconciled)
         # Trained once here; `tune.with_parameters` ships it to every worker through the
@@ -188,4 +195,5 @@ def launch(
         reconciled=reconciled,
         interrupted=not searcher.exhausted,
         wall_seconds=time.perf_counter() - started,
+        interrupted_trials=searcher.interrupted_trials,
     )
