@@ -156,7 +156,7 @@ def launch(
     budget = spec.budget
     progress = SearchProgress(
         console, budget=budget.trials, concurrency=budget.concurrency, objectives=spec.objective_names,
-        describe=_describe, every_s=progress_every,
+        describe=_describe, every_s=progress_every, name=spec.name,
     )
 
     def on_start(study, reconciled: int) -> None:

@@ -116,11 +116,11 @@ def print_front(console: Console, report: FrontReport) -> None:
     console.print(
         f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point; what `paretune export` picks by default",
         highlight=False,
-        soft_wrap=True,
+        soft_wrap=not console.is_terminal,
     )
     if note:
         console.print(f"({note} to fit {console.width} columns; `paretune front --json` has every field)",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=not console.is_terminal)
 
 
 def print_hypervolume(console: Console, report: FrontReport, given: dict[str, float] | None = None) -> None:
@@ -139,7 +139,7 @@ def print_hypervolume(console: Console, report: FrontReport, given: dict[str, fl
         + ", ".join(f"{n}={v:.6g}" for n, v in zip(names, report.reference))
         + f" ({how})",
         highlight=False,
-        soft_wrap=True,
+        soft_wrap=not console.is_terminal,  # a terminal wraps it between words, a log keeps one line
     )
 
 

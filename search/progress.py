@@ -142,8 +142,9 @@ class SearchProgress:
         describe=lambda params: "",
         every_s: float = PLAIN_EVERY_S,
         live: bool | None = None,
+        name: str = "search",
     ):
-        self.console, self.budget, self.slots = console, budget, concurrency
+        self.console, self.budget, self.slots, self.name = console, budget, concurrency, name
         self.objectives, self.describe, self.every_s = objectives, describe, every_s
         self.live_mode = console.is_terminal if live is None else live
         self.study: optuna.Study | None = None
@@ -170,19 +171,20 @@ class SearchProgress:
     def told(self, trial: FrozenTrial) -> None:
         """One line per finished trial, above the status area."""
         self.told_counts[trial.state.name] += 1
+        # A terminal wraps a long line between words; a log keeps it on one line.
+        wrap = {"highlight": False, "soft_wrap": not self.console.is_terminal}
         if trial.state == TrialState.COMPLETE:
-            values = " ".join(f"{name}={value:.4g}" for name, value in zip(self.objectives, trial.values))
             source = trial.user_attrs.get("energy_source")
+            values = " ".join(
+                f"{name}={value:.4g}" + (f" ({source})" if name == "energy_mj" and source else "")
+                for name, value in zip(self.objectives, trial.values)
+            )
             self.console.print(
-                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}"
-                + (f" (energy: {source})" if source and "energy_mj" in self.objectives else "")
-                + f"  {escape(self.describe(trial.params))}",
-                highlight=False,
-                soft_wrap=True,
+                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}  {escape(self.describe(trial.params))}", **wrap
             )
         else:
             reason = escape(str(trial.user_attrs.get(FAIL_REASON_ATTR, "")))
-            self.console.print(f"[red]trial {trial.number:>4} {trial.state.name}[/] {reason}", highlight=False, soft_wrap=True)
+            self.console.print(f"[red]trial {trial.number:>4} {trial.state.name}[/] {reason}", **wrap)
         self._poke.set()
 
     # --- the periodic tick -----------------------------------------------------------
@@ -277,7 +279,7 @@ class SearchProgress:
             Text(f"{c['FAIL']} failed", style="red" if c["FAIL"] else None),
             Text(f"{c['PRUNED']} pruned"),
         )
-        grid.add_row("search", bar)
+        grid.add_row(self.name, bar)
         basis = f", from {snap.durations} trial time{'s' if snap.durations != 1 else ''}" if snap.eta else ""
         grid.add_row("time", Text(f"elapsed {clock(self.elapsed_s)}  {self._eta_text(snap)}{basis}"))
         if snap.front_size:
