@@ -122,10 +122,17 @@ def _matplotlib(report: FrontReport, path: Path, title: str | None) -> None:
     if n >= 3:
         ax = fig.add_subplot(rows, cols, index, projection="3d")
         index += 1
-        ax.scatter(feasible[:, 0], feasible[:, 1], feasible[:, 2], s=16, c=TRIAL_COLOR, alpha=0.7)
-        ax.scatter(front[:, 0], front[:, 1], front[:, 2], s=40, c=FRONT_COLOR, edgecolors=EDGE_COLOR, linewidths=0.5)
+        # 3-D scatters ignore zorder: a point is drawn once, in its top group, or the
+        # knee's own front and trial markers would cover its star.
+        on_front = {t.number for t in report.front}
+        rest = _columns([t for t in report.feasible if t.number not in on_front], n)
+        ax.scatter(rest[:, 0], rest[:, 1], rest[:, 2], s=16, c=TRIAL_COLOR, alpha=0.7)
+        others = np.array([t.number != knee.number for t in report.front]) if knee is not None else np.ones(len(front), bool)
+        ax.scatter(front[others, 0], front[others, 1], front[others, 2], s=40, c=FRONT_COLOR, edgecolors=EDGE_COLOR,
+                   linewidths=0.5)
         if k is not None:
-            ax.scatter([k[0]], [k[1]], [k[2]], marker="*", s=260, c=KNEE_COLOR, edgecolors=EDGE_COLOR, linewidths=1.0)
+            ax.scatter([k[0]], [k[1]], [k[2]], marker="*", s=260, c=KNEE_COLOR, edgecolors=EDGE_COLOR, linewidths=1.0,
+                       depthshade=False)
         ax.set_xlabel(obj.names[0], fontsize=8)
         ax.set_ylabel(obj.names[1], fontsize=8)
         ax.set_zlabel(obj.names[2], fontsize=8)
