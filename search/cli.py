@@ -81,7 +81,7 @@ def _origin(seed) -> str:
     return f" (trial {seed.origin_trial} of study {seed.origin_study!r})" if seed.origin_trial is not None else ""
 
 
-def _print_result(summary, spec, spec_path: Path, storage: Optional[str], progress) -> None:
+def _print_result(summary, spec, storage: Optional[str], progress) -> None:
     """What this run stored, then what the search found: the front with its knee, the
     hypervolume and the command that exports the knee."""
     from search import front as fronts
@@ -202,7 +202,7 @@ def launch(
         summary = launcher.launch(
             spec, storage_url=storage, address=address, on_start=on_start, on_told=progress.told, enqueue=seeds
         )
-    _print_result(summary, spec, spec_path, storage, progress)
+    _print_result(summary, spec, storage, progress)
     resume_hint = f"paretune launch {spec_path}" + (f" --name {spec.name}" if name or own_seed else "") + _storage_flag(storage)
     if summary.interrupted:
         console.print(
