@@ -80,29 +80,67 @@ def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     return spec.model_copy(update={"budget": budget})
 
 
-def _progress_printer(budget: int, objectives: list[str], describe):
-    """One line per finished trial: readable in a terminal and in CI logs alike."""
-    from optuna.trial import TrialState
+def _study_name(spec, name: str | None, own_seed, spec_path: Path):
+    """The study this launch searches: --name, else for an exported config a new one
+    (its own name would resume the study it was exported from), else the spec's."""
+    from search import warmstart
+    from search.spec import from_dict, to_toml_dict
 
-    counts = Counter()
+    if name is not None:
+        return from_dict({**to_toml_dict(spec), "name": name}, source="--name")
+    if own_seed is None:
+        return spec
+    renamed = spec.model_copy(update={"name": warmstart.warm_study_name(spec.name, own_seed)})
+    console.print(
+        f"{escape(str(spec_path))} is an exported config{escape(_origin(own_seed))}: searching a new study [bold]{renamed.name}[/] "
+        "with its params as the first trial (a warm start; --name NAME to choose the study)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return renamed
 
-    def on_told(trial) -> None:
-        counts[trial.state.name] += 1
-        if trial.state == TrialState.COMPLETE:
-            values = " ".join(f"{name}={value:.4g}" for name, value in zip(objectives, trial.values))
-            source = trial.user_attrs.get("energy_source")
-            console.print(
-                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}"
-                + (f" (energy: {source})" if source and "energy_mj" in objectives else "")
-                + f"  {escape(describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]",
-                highlight=False,
-                soft_wrap=True,
-            )
-        else:
-            reason = escape(str(trial.user_attrs.get("fail_reason", "")))
-            console.print(f"[red]trial {trial.number:>4} FAIL[/] {reason}", highlight=False, soft_wrap=True)
 
-    return on_told
+def _origin(seed) -> str:
+    return f" (trial {seed.origin_trial} of study {seed.origin_study!r})" if seed.origin_trial is not None else ""
+
+
+def _print_result(summary, spec, storage: Optional[str], progress) -> None:
+    """What this run stored, then what the search found: the front with its knee, the
+    hypervolume and the command that exports the knee."""
+    from search import pareto as fronts
+    from search.front_table import export_hint, print_front, print_hypervolume
+    from search.progress import clock
+    from search.storage import redact
+
+    told = progress.told_counts
+    interrupted = summary.interrupted_trials
+    failed = told["FAIL"] + interrupted
+    stored = told["COMPLETE"] + failed + told["PRUNED"]
+    console.print(
+        f"this run stored {stored} trial{'s' if stored != 1 else ''} in {clock(summary.wall_seconds)}: "
+        f"{told['COMPLETE']} COMPLETE, {failed} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "")
+        + f", {told['PRUNED']} PRUNED"
+        + (f"; {summary.reconciled} left RUNNING by an earlier run marked FAIL at the start" if summary.reconciled else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if progress.study is None:
+        return
+    report = fronts.report(progress.study)
+    console.print(
+        f"study [bold]{spec.name}[/]: {summary.complete}/{summary.budget} COMPLETE in {redact(summary.storage_url)}; "
+        f"{len(report.front)} on the Pareto front of {len(report.feasible)} feasible trials",
+        highlight=False,
+        soft_wrap=True,
+    )
+    print_front(console, report)
+    print_hypervolume(console, report)
+    if report.knee is not None:
+        console.print(
+            f"export the knee (trial {report.knee.number}): {export_hint(spec.name, _storage_flag(storage))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -117,6 +155,17 @@ def launch(
         False, "--drop-unsupported",
         help="Search without the choices the preflight finds unsupported by the model (default: refuse to start).",
     ),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Study name (default: the spec's `name`; for an exported config, NAME-warm-tTRIAL)."
+    ),
+    enqueue: Optional[list[Path]] = typer.Option(
+        None, "--enqueue", metavar="FILE",
+        help="Run the [params] of this exported config first (repeatable): a warm start from known configs.",
+    ),
+    progress_every: float = typer.Option(
+        30.0, "--progress-every", min=1.0, metavar="SECONDS",
+        help="Seconds between status lines when the output is not a terminal (CI, Ray Job logs).",
+    ),
 ) -> None:
     """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage.
 
@@ -127,28 +176,14 @@ def launch(
         from search.cluster import local_only
 
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
-    from search import launcher
+    from search import launcher, raynoise, warmstart
+    from search.progress import SearchProgress
 
     spec = _load_spec(spec_path, trials, concurrency)
+    own_seed = warmstart.read(spec_path, only_if_new=True)
+    seeds = ([own_seed] if own_seed else []) + [warmstart.read(path, required=True) for path in enqueue or []]
+    spec = _study_name(spec, name, own_seed, spec_path)
     budget = spec.budget
-
-    def on_start(study, reconciled: int) -> None:
-        from optuna.trial import TrialState
-
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        verb = "resuming" if done or reconciled or resume else "starting"
-        console.print(
-            f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
-            f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
-            + (f", {reconciled} interrupted trial(s) marked FAIL" if reconciled else ""),
-            highlight=False,
-        )
-        if spec.space.distillation.enabled and done < budget.trials:
-            console.print(
-                f"training the distillation teacher once ({spec.space.distillation.teacher_epochs} epochs) ...",
-                highlight=False,
-            )
-
     checked = {}
 
     def on_preflight(report) -> None:
@@ -159,28 +194,72 @@ def launch(
         report = checked["report"]
         return _model_words(params, report.spec, report.task_kind)
 
-    summary = launcher.launch(
-        spec, storage_url=storage, address=address, on_start=on_start,
-        on_told=_progress_printer(budget.trials, spec.objective_names, describe),
-        drop_unsupported=drop_unsupported, on_preflight=on_preflight,
+    progress = SearchProgress(
+        console, budget=budget.trials, concurrency=budget.concurrency, objectives=spec.objective_names,
+        describe=describe, every_s=progress_every, name=spec.name,
     )
-    console.print(
-        f"{summary.complete}/{summary.budget} COMPLETE in {summary.storage_url} "
-        f"({summary.failed_this_run} failed this run, {summary.wall_seconds:.1f}s)",
-        highlight=False,
-    )
-    resume_hint = f"paretune launch {spec_path}{_storage_flag(storage)}"
+
+    def on_start(study, reconciled: int) -> None:
+        from optuna.trial import TrialState
+
+        from search.warmstart import ENQUEUED_ATTR
+
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        fresh = len(study.get_trials(deepcopy=False)) == len(waiting) and not reconciled
+        verb = "starting" if fresh and not resume else "resuming"
+        console.print(
+            f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
+            f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
+            + (f", {reconciled} interrupted trial(s) marked FAIL" if reconciled else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for trial in waiting:
+            source = trial.user_attrs.get(ENQUEUED_ATTR)
+            if source:
+                console.print(f"warm start: trial {trial.number} runs the params of {escape(source)}", highlight=False, soft_wrap=True)
+        if own_seed is not None and not any(t.user_attrs.get(ENQUEUED_ATTR) == own_seed.source for t in waiting):
+            console.print(
+                escape(f"{spec_path}: [params] not enqueued again: study {spec.name} exists (it ran them when it was created)"),
+                highlight=False,
+                soft_wrap=True,
+            )
+        if spec.space.distillation.enabled and done < budget.trials:
+            console.print(
+                f"training the distillation teacher once ({spec.space.distillation.teacher_epochs} epochs) ...",
+                highlight=False,
+            )
+        progress.start(study)
+
+    def on_stop() -> None:  # Ctrl-C, in place of Tune's "checkpoint" message
+        console.print(
+            "[yellow]stopping:[/] trials still running will be stored as FAIL (interrupted); Ctrl-C again to stop at once",
+            highlight=False,
+        )
+
+    with raynoise.quiet(on_stop=on_stop), progress:
+        summary = launcher.launch(
+            spec, storage_url=storage, address=address, on_start=on_start, on_told=progress.told, enqueue=seeds,
+            drop_unsupported=drop_unsupported, on_preflight=on_preflight,
+        )
+    _print_result(summary, spec, storage, progress)
+    resume_hint = f"paretune launch {spec_path}" + (f" --name {spec.name}" if name or own_seed else "") + _storage_flag(storage)
     if summary.interrupted:
-        console.print(f"[yellow]search stopped before its budget; resume with:[/] {resume_hint}", highlight=False)
+        console.print(
+            f"[yellow]search stopped before its budget ({summary.complete}/{summary.budget} COMPLETE); resume with:[/] {escape(resume_hint)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
     if summary.complete < summary.budget:
         console.print(
             f"[red]stopped after {summary.failed_this_run} failed trials[/] (budget.max_failed_trials); "
-            f"see reasons with: paretune status {spec.name}",
+            f"see reasons with: paretune status {spec.name}{_storage_flag(storage)}",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
-    console.print(f"next: paretune front {spec.name}{_storage_flag(storage)}", highlight=False)
 
 
 JOB_ADDRESS_HELP = "The Ray head's dashboard URL, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
@@ -259,31 +338,47 @@ def status(
             return
     else:
         study = load_study(storage, name)
-    trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name for t in trials)
-    console.print(f"study [bold]{name}[/]: {len(trials)} trials  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    if not complete:
+    from search import pareto as fronts
+
+    report = fronts.report(study)
+    counts = Counter(t.state.name for t in report.trials)
+    console.print(
+        f"study [bold]{name}[/]: {len(report.trials)} trials  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+        highlight=False,
+    )
+    if not report.feasible:
+        if counts["COMPLETE"]:
+            console.print("no feasible COMPLETE trial yet (every COMPLETE trial violates a constraint)", highlight=False)
         return
+    objectives = report.objectives
     table = Table("objective", "direction", "best", "trial")
-    for i, (objective, direction) in enumerate(zip(names, study.directions)):
-        pick = max if direction.name == "MAXIMIZE" else min
-        best = pick(complete, key=lambda t: t.values[i])
-        table.add_row(objective, direction.name.lower(), f"{best.values[i]:.4g}", str(best.number))
+    # Ties on an objective go to a trial no other tied one dominates (then the lowest number).
+    for i, best in enumerate(fronts.best_per_objective(report.feasible, objectives)):
+        table.add_row(objectives.names[i], objectives.directions[i], f"{best.values[i]:.4g}", str(best.number))
     console.print(table)
-    console.print(f"Pareto front: {len(study.best_trials)} trials (paretune front {name})", highlight=False)
+    console.print(
+        f"Pareto front: {len(report.front)} of {len(report.feasible)} feasible trials (paretune front {name}{_storage_flag(storage)})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _storage_flag(storage: Optional[str]) -> str:
-    return f" --storage {storage}" if storage else ""
+    """The --storage part of a printed command; a password in the URL shows as ***."""
+    from search.storage import redact
+
+    return f" --storage {redact(storage)}" if storage else ""
 
 
 @app.command()
 def front(
     name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list of {number, values, params, user_attrs}."),
+    as_json: bool = typer.Option(
+        False, "--json",
+        help="Print the front as JSON: {study, objectives, directions, hypervolume, reference_point, knee, trials: "
+        "[{number, values, params, user_attrs}]}.",
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write plots: FILE.html (plotly) or FILE.png/.svg/.pdf (matplotlib)."),
     reference: Optional[str] = typer.Option(
         None,
@@ -292,10 +387,11 @@ def front(
         "their worst feasible value widened by 10% of their range.",
     ),
 ) -> None:
-    """The Pareto front (feasible COMPLETE trials only), its hypervolume, and plots."""
+    """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, and plots."""
     import json
 
     from search import pareto as fronts
+    from search.front_table import export_hint, print_front, print_hypervolume
     from search.storage import load_study
 
     if plot is not None:
@@ -306,10 +402,8 @@ def front(
     study = load_study(storage, name)
     report = fronts.report(study, given)
     objectives = report.objectives
-    first_sign = -1.0 if objectives.directions[0] == fronts.MAXIMIZE else 1.0
-    rows = sorted(report.front, key=lambda t: (first_sign * t.values[0], t.number))
     if as_json:
-        sys.stdout.write(json.dumps([fronts.trial_record(t, objectives) for t in rows], indent=2) + "\n")
+        sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
     else:
         excluded = report.excluded()
         console.print(
@@ -319,36 +413,10 @@ def front(
             highlight=False,
             soft_wrap=True,
         )
-        if not report.front:
-            console.print("no feasible COMPLETE trial yet: nothing on the front", highlight=False)
-        else:
-            from rich import box
-
-            table = Table("trial", *objectives.names, "size_kb", "model",
-                          box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
-            for trial in rows:
-                size = trial.user_attrs.get("size_kb")
-                table.add_row(
-                    str(trial.number),
-                    *(f"{v:.4g}" for v in trial.values),
-                    f"{size:.4g}" if isinstance(size, (int, float)) else "",
-                    escape(_study_words(study, trial.params)),
-                )
-            console.print(table)
-            derived = [n for n in objectives.names if not given or n not in given]
-            how = (
-                "worst feasible value widened by 10% of the range" if not given
-                else "given" if not derived
-                else f"given; {', '.join(derived)}: worst feasible value widened by 10% of the range"
-            )
-            console.print(
-                f"hypervolume {report.hypervolume:.6g} with reference point "
-                + ", ".join(f"{n}={v:.6g}" for n, v in zip(objectives.names, report.reference))
-                + f" ({how})",
-                highlight=False,
-                soft_wrap=True,
-            )
-            console.print(f"next: paretune export {name}{_storage_flag(storage)} --out best.toml", highlight=False, soft_wrap=True)
+        print_front(console, report)
+        print_hypervolume(console, report, given)
+        if report.knee is not None:
+            console.print(f"next: {export_hint(name, _storage_flag(storage))}", highlight=False, soft_wrap=True)
     if plot is not None:
         from search.plots import plot as draw
 
@@ -360,7 +428,7 @@ def front(
 @app.command()
 def export(
     name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
-    out: Path = typer.Option(..., "--out", help="The fixed config to write (TOML), e.g. best.toml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The fixed config to write (TOML; default: NAME-best.toml)."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     pick: str = typer.Option(
         "knee", "--pick",
@@ -370,19 +438,25 @@ def export(
     where: Optional[list[str]] = typer.Option(
         None, "--where", help="Filter, repeatable: 'latency_ms<=1.5', 'accuracy>=0.95', 'family==mlp' (objective, user attr or param)."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out even if it holds another study's or trial's config."),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
     from search import exporter
     from search import pareto as fronts
     from search.storage import load_study, resolve_url
 
+    out = out if out is not None else Path(f"{name}-best.toml")
     rule = fronts.Pick.parse(pick)
     filters = [fronts.Filter.parse(w) for w in where or []]
     if out.parent != Path("") and not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory; name the file to write, e.g. {out / (name + '-best.toml')}")
     study = load_study(storage, name)
     chosen = fronts.pick(study, rule, filters)
-    exporter.export(study, chosen, resolve_url(storage), out, pick=str(rule) + "".join(f" where {f}" for f in filters))
+    exporter.export(
+        study, chosen, resolve_url(storage), out, pick=str(rule) + "".join(f" where {f}" for f in filters), force=force
+    )
     objectives = fronts.objectives_of(study)
     console.print(
         f"exported trial {chosen.number} ({rule}"

@@ -227,11 +227,39 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def check_overwrite(path: str | Path, config: dict) -> None:
+    """Refuse to replace a file unless it is an export of the same trial of the same study
+    in the same storage (re-exporting it refreshes it): a second study's export must not
+    silently replace the first one's, nor a hand-written spec."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        previous = tomllib.loads(path.read_text()).get("exported")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        previous = None
+    ours = config["exported"]
+    if isinstance(previous, dict) and all(previous.get(k) == ours[k] for k in ("study", "trial", "storage")):
+        return
+    if isinstance(previous, dict) and "trial" in previous:
+        held = f"trial {previous['trial']} of study {previous.get('study')!r} ({previous.get('storage')})"
+    else:
+        held = "a file `paretune export` did not write"
+    raise UsageError(
+        f"--out {path}: already holds {held}; choose another --out, or pass --force to overwrite it"
+    )
+
+
 def export(
-    study: optuna.Study, trial: FrozenTrial, storage_url: str, out: str | Path, *, pick: str | None = None
+    study: optuna.Study, trial: FrozenTrial, storage_url: str, out: str | Path, *, pick: str | None = None,
+    force: bool = False,
 ) -> Path:
+    """Write `trial` as a fixed config to `out`; an existing `out` from another study or
+    trial is refused unless `force` (see `check_overwrite`)."""
     config = exported_config(study, trial, storage_url, pick=pick)
     check_params(config, task_kind_of(study))
+    if not force:
+        check_overwrite(out, config)
     return write(out, config)
 
 

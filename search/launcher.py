@@ -12,7 +12,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from search import cluster, preflight
 from search import storage as storages
+from search import warmstart
 from search.data import Task, load_task
 from search.errors import UsageError
 from search.plugins import Plugins, dimensions, resolve
@@ -48,6 +49,7 @@ class LaunchSummary:
     reconciled: int
     interrupted: bool
     wall_seconds: float
+    interrupted_trials: int = 0  # trials still running when the search stopped, stored as FAIL
 
 
 def check_address(address: str | None) -> None:
@@ -173,7 +175,7 @@ def run_trials(
     try:
         tuner.fit()
     finally:
-        searcher.close()
+        searcher.interrupted_trials = searcher.close()  # the summary counts them
     return searcher
 
 
@@ -187,15 +189,17 @@ def launch(
     plugins: Plugins | None = None,
     drop_unsupported: bool = False,
     on_preflight: Callable[[preflight.PreflightReport], None] | None = None,
+    enqueue: Sequence[warmstart.Seed] = (),
 ) -> LaunchSummary:
     """Run (or resume) the search of `spec` until its budget of COMPLETE trials is in
     the storage. Everything a user can get wrong is checked before Ray starts or the
     storage is written: the spec, the user's code (`plugins`, else what the spec
     references), the data, the preflight of every enabled choice, the address and
-    the storage URL."""
+    the storage URL. `enqueue`: known configs to run first (see `search.warmstart`)."""
     started = time.perf_counter()
     plugins = plugins if plugins is not None else resolve(spec)
     task = load_task(spec, plugins.task)
+    seeds = warmstart.check_all(list(enqueue), spec, task.kind, plugins)  # a bad seed stops here, before Ray starts
     checked = preflight.run(spec, task, plugins, drop_unsupported=drop_unsupported)
     if on_preflight is not None:
         on_preflight(checked)
@@ -207,7 +211,9 @@ def launch(
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
+        study_is_new = not storages.study_exists(storage, spec.name)
         study, reconciled = open_study(spec, storage, task.kind)
+        warmstart.enqueue(study, seeds, study_is_new)
         if on_start is not None:
             on_start(study, reconciled)
         # Done once here; `tune.with_parameters` ships the results to every worker
@@ -229,4 +235,5 @@ def launch(
         reconciled=reconciled,
         interrupted=not searcher.exhausted,
         wall_seconds=time.perf_counter() - started,
+        interrupted_trials=searcher.interrupted_trials,
     )

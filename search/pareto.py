@@ -10,6 +10,8 @@
   against a reference point: for each objective the worst value among feasible
   trials, widened by 10% of the objective's range (10% of |worst| when the range is
   zero, 0.1 when that is zero too), or the user's value where one is given.
+- The knee: the front trial nearest the ideal point, each objective normalized to
+  [0, 1] over the front (ties: the lower trial number); `export`'s default pick.
 - Pick rules: `knee` (default), `max:NAME`, `min:NAME`, `weights:a=1,b=0.5`; filters
   `NAME<=x`, `NAME>=x`, `NAME<x`, `NAME>x`, `NAME==x`, `NAME!=x` on objectives, user
   attrs or params. Filters select among feasible trials first; the rule then picks
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +238,9 @@ class FrontReport:
     reference: list[float]
     hypervolume: float
     constraints: list
+    # params -> {column: words} per dimension ("model": "cnn", "pruning": "structured 0.42"),
+    # from the study's recorded spec; None for a lookup-table study (its params are the words)
+    describe: Callable[[dict], dict[str, str]] | None = None
 
     def excluded(self) -> dict[str, int]:
         """Why trials are not feasible, counted ({"FAIL": 2, "violates constraints": 1})."""
@@ -250,6 +256,29 @@ class FrontReport:
     def history(self) -> list[tuple[int, float]]:
         return hypervolume_history(self.trials, self.feasible, self.objectives, self.reference) if self.reference else []
 
+    @property
+    def knee(self) -> FrozenTrial | None:
+        return knee(self.front, self.objectives)
+
+    def rows(self) -> list[FrozenTrial]:
+        """The front best first by the first objective (then by trial number): the order
+        of the `front` table and of `front --json`."""
+        sign = self.objectives.signs[0]
+        return sorted(self.front, key=lambda t: (sign * t.values[0], t.number))
+
+    def to_json(self, study_name: str) -> dict:
+        """`paretune front --json`: the front with its hypervolume, reference point and knee."""
+        knee_trial = self.knee
+        return {
+            "study": study_name,
+            "objectives": list(self.objectives.names),
+            "directions": list(self.objectives.directions),
+            "hypervolume": self.hypervolume,
+            "reference_point": dict(zip(self.objectives.names, self.reference)),
+            "knee": knee_trial.number if knee_trial is not None else None,
+            "trials": [trial_record(t, self.objectives) for t in self.rows()],
+        }
+
 
 def report(study: optuna.Study, reference: dict[str, float] | None = None) -> FrontReport:
     objectives = objectives_of(study)
@@ -261,7 +290,33 @@ def report(study: optuna.Study, reference: dict[str, float] | None = None) -> Fr
         objectives.index(name, "--reference")
     ref = reference_point(feasible, objectives, reference) if feasible else []
     hv = hypervolume(front, objectives, ref) if ref else 0.0
-    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints)
+    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints, describer(study))
+
+
+def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
+    """Per-dimension words for a trial's params, from the study's recorded spec and the
+    dimension registry (the user's own dimensions, not loaded here, say nothing)."""
+    import spaces
+    from search.exporter import recorded_spec
+    from search.plugins import suggest_context
+
+    kind = study.user_attrs.get("task_kind") or "image"
+    if kind == "table" or "spec" not in study.user_attrs:
+        return None
+    try:
+        spec = recorded_spec(study)
+    except UsageError:
+        return None
+    active = spaces.active(spaces.builtins(), suggest_context(spec, kind))
+
+    def words(params: dict) -> dict[str, str]:
+        out = {}
+        for dimension in active:
+            column = "model" if dimension.stage == "build" else dimension.name
+            out[column] = dimension.describe(params, spaces.section(spec, dimension))
+        return out
+
+    return words
 
 
 # --- filters and pick rules ----------------------------------------------------------
@@ -386,6 +441,26 @@ def _argbest(scores: np.ndarray, front: list[FrozenTrial], tiebreak: np.ndarray)
     """Smallest score; ties go to the smaller knee distance, then the lower trial number."""
     order = sorted(range(len(front)), key=lambda i: (round(float(scores[i]), 12), float(tiebreak[i]), front[i].number))
     return front[order[0]]
+
+
+def knee(front: list[FrozenTrial], objectives: Objectives) -> FrozenTrial | None:
+    """The front trial nearest the ideal point (see `knee_distances`); None for an empty front."""
+    return pick_from(front, Pick("knee"), objectives) if front else None
+
+
+def best_per_objective(trials: list[FrozenTrial], objectives: Objectives) -> list[FrozenTrial | None]:
+    """For each objective, the trial with its best value. Among trials tied on that
+    value, one that no other tied trial dominates, then the lowest number: a trial
+    that ties the best accuracy and is faster is the better "best accuracy"."""
+    points = minimization_values(trials, objectives)
+    best: list[FrozenTrial | None] = []
+    for i in range(len(objectives.names)):
+        if not len(points):
+            best.append(None)
+            continue
+        tied = [t for t, p in zip(trials, points) if p[i] == points[:, i].min()]
+        best.append(pareto_front(tied, objectives)[0])  # sorted by number
+    return best
 
 
 def pick_from(front: list[FrozenTrial], rule: Pick, objectives: Objectives) -> FrozenTrial:

@@ -6,6 +6,10 @@
 - any other SQLAlchemy URL (`postgresql://user:pw@host/db`, ...): RDB storage
 - `journal:///path/to/file.log` (or a path ending in .log/.journal): Optuna's
   JournalStorage file backend, for shared filesystems
+
+`launch` opens a storage creating it if needed (`open_storage`); the commands that
+only read (status, front, export, dashboard) go through `load_study`, which creates
+nothing: a mistyped path is an error naming it, not a new empty database.
 """
 
 from __future__ import annotations
@@ -52,10 +56,29 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """Open (creating if needed) the storage; an unusable URL is a UsageError naming it."""
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL; None for an in-memory database or another backend."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _check_exists(url: str) -> None:
+    """A read-only command on a storage that is not there: say so, create nothing."""
+    path = _journal_path(url) or _sqlite_path(url)
+    if path is not None and not path.is_file():
+        default = " (the default storage; pass --storage or set $PARETUNE_STORAGE)" if url == DEFAULT_URL else ""
+        raise UsageError(f"--storage {url}: no such file {path}{default}")
+
+
+def open_storage(url: str | None, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open the storage, creating it if needed (`create=False`: it must exist already, and
+    nothing is written to it on opening); an unusable URL is a UsageError naming it."""
     url = resolve_url(url)
     journal = _journal_path(url)
+    if not create:
+        _check_exists(url)
     try:
         if journal is not None:
             if not journal.parent.is_dir():
@@ -67,8 +90,10 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             db_path = Path(url[len("sqlite:///") :])
             if db_path.parent != Path("") and not db_path.parent.is_dir():
                 raise UsageError(f"--storage {url}: directory {db_path.parent} does not exist")
-            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
-        return RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True})
+            return RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, skip_table_creation=not create
+            )
+        return RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True}, skip_table_creation=not create)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
@@ -83,7 +108,8 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 
 
 def load_study(url: str | None, name: str) -> optuna.Study:
-    storage = open_storage(url)
+    """The study `name` in an existing storage, for reading; creates no storage."""
+    storage = open_storage(url, create=False)
     if not study_exists(storage, name):
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
         raise UsageError(f"study {name!r} not found in {resolve_url(url)} (studies: {names or 'none'})")

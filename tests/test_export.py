@@ -117,3 +117,43 @@ def test_cli_export_with_pick_and_where(tmp_path):
     assert data["exported"]["pick"] == "max:accuracy where latency_ms<=1 where energy_mj<=5"
     assert data["exported"]["storage"] == url
     assert load(out).name == "tiny"
+
+
+def test_export_refuses_to_overwrite_another_study_or_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    first, _ = searched_study(url, name="tiny")
+    second, _ = searched_study(url, name="other")
+    out = tmp_path / "best.toml"
+    exporter.export(first, first.trials[1], url, out)
+    exporter.export(first, first.trials[1], url, out)  # the same trial again: refreshed
+    written = out.read_text()
+    with pytest.raises(UsageError, match=r"^--out .*best\.toml: already holds trial 1 of study 'tiny' \(sqlite:///.*\); "
+                                          r"choose another --out, or pass --force"):
+        exporter.export(second, second.trials[1], url, out)
+    with pytest.raises(UsageError, match="already holds trial 1 of study 'tiny'"):
+        exporter.export(first, first.trials[2], url, out)  # another trial of the same study
+    assert out.read_text() == written
+    exporter.export(second, second.trials[2], url, out, force=True)
+    assert tomllib.loads(out.read_text())["exported"]["study"] == "other"
+
+    spec = tmp_path / "mine.toml"
+    spec.write_text('name = "mine"\n')
+    with pytest.raises(UsageError, match="already holds a file `paretune export` did not write"):
+        exporter.export(first, first.trials[1], url, spec)
+    assert spec.read_text() == 'name = "mine"\n'
+
+
+def test_cli_export_defaults_to_study_best_toml_and_refuses_overwrite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    searched_study(url, name="tiny")
+    searched_study(url, name="other")
+    result = run_cli("export", "tiny", "--storage", url, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "to tiny-best.toml" in result.stdout and "next: paretune train tiny-best.toml --out tiny-best_model/" in result.stdout
+    assert tomllib.loads((tmp_path / "tiny-best.toml").read_text())["exported"]["study"] == "tiny"
+    clash = run_cli("export", "other", "--storage", url, "--out", "tiny-best.toml", cwd=tmp_path, timeout=120)
+    assert clash.returncode == 2 and len(clash.stderr.strip().splitlines()) == 1, clash.stderr
+    assert "already holds trial 1 of study 'tiny'" in clash.stderr
+    forced = run_cli("export", "other", "--storage", url, "--out", "tiny-best.toml", "--force", cwd=tmp_path, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert tomllib.loads((tmp_path / "tiny-best.toml").read_text())["exported"]["study"] == "other"

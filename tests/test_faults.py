@@ -164,7 +164,15 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert "resume with:" in output and "paretune launch" in output
     trials = states(url, "ctrlc")
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 1
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    assert complete >= 1
+    # The summary counts what the run stored, the interrupted trials included (they are FAIL).
+    interrupted = sum(t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("interrupted") for t in trials)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    assert f"this run stored {len(trials)} trial{'s' if len(trials) != 1 else ''} in " in output, output[-3000:]
+    assert f": {complete} COMPLETE, {failed} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "") in output
+    assert "stopping: trials still running will be stored as FAIL (interrupted)" in output
+    assert "Tuner.restore" not in output and "checkpoint" not in output
 
 
 # --- bad values reported by a trial -------------------------------------------------

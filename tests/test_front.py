@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import optuna
 import pytest
@@ -203,7 +204,16 @@ def test_cli_front_json_and_png(tmp_path):
     png = tmp_path / "front.png"
     result = run_cli("front", "hand", "--storage", url, "--json", "--plot", str(png), timeout=120)
     assert result.returncode == 0, result.stderr
-    records = json.loads(result.stdout)
+    data = json.loads(result.stdout)
+    assert list(data) == ["study", "objectives", "directions", "hypervolume", "reference_point", "knee", "trials"]
+    report = front.report(study)
+    assert data["study"] == "hand"
+    assert data["objectives"] == ["accuracy", "latency_ms", "energy_mj"]
+    assert data["directions"] == ["maximize", "minimize", "minimize"]
+    assert data["hypervolume"] == pytest.approx(report.hypervolume) and data["hypervolume"] > 0
+    assert data["reference_point"] == pytest.approx(dict(zip(data["objectives"], report.reference)))
+    assert data["knee"] == front.pick(study, "knee").number == 0
+    records = data["trials"]
     assert sorted(r["number"] for r in records) == brute_force_front(study)
     assert [r["number"] for r in records][0] == 4  # sorted by the first objective, best first
     assert records[0]["values"] == {"accuracy": 0.97, "latency_ms": 3.0, "energy_mj": 8.0}
@@ -215,6 +225,90 @@ def test_cli_front_json_and_png(tmp_path):
     expected_hv = front.report(study, {"accuracy": 0.8, "latency_ms": 4.0, "energy_mj": 10.0}).hypervolume
     assert f"hypervolume {expected_hv:.6g}" in table.stdout
     assert "5 on the Pareto front of 6 feasible trials (12 in all" in table.stdout
+    # Not a terminal: every column at its natural width, the knee starred, the export hint for it.
+    assert "trial  accuracy  latency_ms  energy_mj  size_kb  family" in table.stdout
+    assert re.search(r"^0\*\s+0\.9\s+1\s+5\s+40\s+mlp", table.stdout, re.M), table.stdout
+    assert "* knee (trial 0)" in table.stdout
+    assert f"next: paretune export hand --storage {url} --out hand-best.toml" in table.stdout
+
+
+def test_front_table_fits_a_narrow_terminal_without_cutting_words():
+    import io
+
+    from rich.console import Console
+
+    from search.front_table import print_front
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms", "energy_mj"])
+    choices = {"family": ["mlp", "mobilenet"], "prune_kind": ["none", "structured"], "quant_mode": ["none", "dynamic"]}
+    distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in choices.items()}
+    for values, params in (((0.97, 3.0, 8.0), ("mobilenet", "structured", "dynamic")), ((0.90, 1.0, 5.0), ("mlp", "none", "none"))):
+        study.add_trial(create_trial(values=list(values), params=dict(zip(choices, params)), distributions=distributions,
+                                     user_attrs={"size_kb": 12.5}))
+    report = front.report(study)
+    model = "family/prune_kind/quant_mode"
+    for width, dropped in ((120, None), (80, f"{model} shown as config"), (70, f"size_kb left out, {model} shown as config"),
+                           (45, f"size_kb and {model} left out")):
+        console = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None, record=True)
+        print_front(console, report)
+        text = console.export_text()
+        table_lines = text.split("* knee")[0].splitlines()
+        assert all(len(line) <= width for line in table_lines), text
+        assert "…" not in text
+        assert re.search(rf"^{report.knee.number}\*\s", text, re.M), text  # the knee row, starred
+        assert all(len(line) <= width for line in text.splitlines()), text  # the notes wrap between words
+        if dropped:
+            assert f"({dropped} to fit {width} columns" in " ".join(text.split()), text
+        else:
+            assert "to fit" not in text and "quant_mode" in table_lines[0]
+        if width == 80:
+            assert "mobilenet/structured/dynamic" in text
+
+
+def test_plots_mark_the_knee_in_a_visible_colour(tmp_path):
+    import matplotlib.image
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from search.plots import FRONT_COLOR, KNEE_COLOR, plot, plotly_figure
+
+    report = front.report(hand_study())
+    fig = plotly_figure(report)
+    knees = [t for t in fig.data if t.name == "knee (trial 0)"]
+    assert knees, [t.name for t in fig.data]
+    for trace in knees:
+        rgba = to_rgba(trace.marker.color)
+        assert rgba[3] == 1.0 and rgba[:3] != to_rgba(FRONT_COLOR)[:3]  # opaque, unlike the front's red
+        assert not str(trace.marker.symbol).endswith("-open")  # an open symbol would take no fill
+    html = plot(report, tmp_path / "front.html").read_text()
+    assert '"name":"knee (trial 0)"' in html and KNEE_COLOR in html
+    # Axis titles short enough for a 440-pixel panel (the hypervolume's used to carry the
+    # reference point and was clipped); the reference point is in the panel title now.
+    titles = [fig.layout[k].title.text for k in fig.layout if k.startswith(("xaxis", "yaxis"))]
+    assert "hypervolume" in titles and max(len(t) for t in titles) <= 28, titles
+    assert any("reference point accuracy=" in a.text for a in fig.layout.annotations)
+
+    png = matplotlib.image.imread(plot(report, tmp_path / "front.png"))
+    knee_rgb = np.array(to_rgba(KNEE_COLOR)[:3])
+    knee_pixels = np.sum(np.all(np.abs(png[..., :3] - knee_rgb) < 0.04, axis=-1))
+    assert knee_pixels > 400  # three 2-D stars, a 3-D one and the legend's, each some hundred pixels
+
+
+def test_status_names_the_best_trial_that_is_not_dominated_among_ties(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ties.db'}"
+    study = optuna.create_study(study_name="ties", storage=url, directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms", "energy_mj"])
+    for values in ((0.90, 1.0, 5.0), (0.95, 2.0, 6.0), (0.95, 2.0, 5.5), (0.95, 1.5, 5.0), (0.80, 0.5, 4.0)):
+        add(study, "COMPLETE", values)
+    # Trials 1, 2 and 3 tie on the best accuracy; 3 dominates the other two.
+    objectives = front.objectives_of(study)
+    best = front.best_per_objective(study.trials, objectives)
+    assert [t.number for t in best] == [3, 4, 4]
+    result = run_cli("status", "ties", "--storage", url, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[1]: line.split()[-2] for line in result.stdout.splitlines() if line.count("│") == 5}
+    assert rows == {"accuracy": "3", "latency_ms": "4", "energy_mj": "4"}, result.stdout
 
 
 @pytest.mark.parametrize(
@@ -243,6 +337,7 @@ def test_html_plot_is_written(tmp_path):
     path = plot(front.report(hand_study()), tmp_path / "front.html")
     text = path.read_text()
     assert "Pareto front" in text and "knee (trial 0)" in text and "plotly" in text.lower()
+    assert "hypervolume over trials" in text
 
 
 def test_plot_rejects_unknown_suffix(tmp_path):

@@ -4,6 +4,7 @@ real SQLite file with three objective values, readable by plain Optuna."""
 from __future__ import annotations
 
 import math
+import re
 
 import optuna
 import pytest
@@ -96,3 +97,34 @@ def test_study_teacher_is_trained_once_and_shipped_to_the_trials(ray_local, tmp_
         # "study": the launcher's teacher reached the worker; "process" would mean it was retrained there.
         assert t.user_attrs["teacher_source"] == "study"
         assert t.user_attrs["runtime"] == "torchscript"
+
+
+@pytest.mark.slow
+def test_cli_launch_shows_progress_and_ends_with_the_front(tmp_path):
+    """Not a terminal (a CI log): plain progress lines with counts and ETA while it runs,
+    then what this run stored, the front with its knee, the hypervolume and the export
+    command; none of Ray's messages that do not apply."""
+    from search import pareto as front
+    from tests.conftest import run_cli, write_toml
+
+    spec = write_toml(tmp_path / "shown.toml", tiny_spec_dict(name="shown", budget={"trials": 4, "concurrency": 2, "epochs": 3}))
+    url = f"sqlite:///{tmp_path / 'shown.db'}"
+    result = run_cli("launch", str(spec), "--storage", url, "--progress-every", "1", timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("progress ")]
+    assert len(lines) >= 2, out[-4000:]
+    assert all(re.search(r"^progress \d+:\d\d: [0-4]/4 COMPLETE, \d running, 0 failed, 0 pruned; ETA", line) for line in lines)
+    assert any(re.search(r"ETA \d+:\d\d", line) for line in lines)  # once a trial has finished
+    assert "this run stored 4 trials in " in result.stdout and ": 4 COMPLETE, 0 FAIL, 0 PRUNED" in result.stdout
+    study = optuna.load_study(study_name="shown", storage=url)
+    report = front.report(study)
+    knee = report.knee.number
+    assert f"study shown: 4/4 COMPLETE in {url}; {len(report.front)} on the Pareto front of 4 feasible trials" in result.stdout
+    assert "trial  accuracy  latency_ms  energy_mj  size_kb  family" in result.stdout
+    for trial in report.front:
+        assert re.search(rf"^{trial.number}{'[*]' if trial.number == knee else ''}\s+{trial.values[0]:.4g}\s", result.stdout, re.M)
+    assert f"* knee (trial {knee})" in result.stdout
+    assert f"hypervolume {report.hypervolume:.6g} with reference point" in result.stdout
+    assert f"export the knee (trial {knee}): paretune export shown --storage {url} --out shown-best.toml" in result.stdout
+    assert "Token authentication is enabled" not in out and "Tuner.restore" not in out

@@ -109,3 +109,37 @@ def test_unreachable_postgresql_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"^--storage postgresql://u:\*\*\*@127.0.0.1:\d+/db: cannot open storage") as error:
         open_storage(f"postgresql://u:secret@127.0.0.1:{free_port()}/db")
     assert "secret" not in str(error.value) and "\n" not in str(error.value)
+
+
+READ_ONLY = [
+    ["status", "digits"],
+    ["front", "digits"],
+    ["export", "digits", "--out", "x.toml"],
+    ["dashboard", "digits", "--port", "8089"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=[c[0] for c in READ_ONLY])
+@pytest.mark.parametrize("url", ["sqlite:///typo.db", "journal:///{tmp}/typo.log", None], ids=["sqlite", "journal", "default"])
+def test_read_only_commands_create_no_storage(tmp_path, command, url):
+    from tests.conftest import run_cli
+
+    args = list(command) + (["--storage", url.replace("{tmp}", str(tmp_path))] if url else [])
+    result = run_cli(*args, cwd=tmp_path, env={"PARETUNE_STORAGE": ""}, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no such file" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    if url is None:
+        assert "sqlite:///paretune.db: no such file paretune.db (the default storage" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no journal, no lock file, no export
+
+
+def test_reading_a_file_that_is_no_optuna_storage_writes_nothing(tmp_path):
+    from search.errors import UsageError
+    from search.storage import load_study
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(UsageError, match=r"^--storage sqlite:///.*empty\.db: cannot open storage"):
+        load_study(f"sqlite:///{empty}", "digits")
+    assert empty.stat().st_size == 0  # no tables were created in it

@@ -1,0 +1,156 @@
+"""The Pareto front as a terminal table: what `paretune front` and the end of
+`paretune launch` print.
+
+Rows are the front best first by the first objective; the knee (the default pick of
+`paretune export`) is starred and bold. On a terminal the table fits its width: when
+the full table is wider, the per-dimension columns (model, pruning, quantization,
+runtime) are first merged into one (`config`), then `size_kb` and then that column are left out, and a note
+below the table says so; a word is never cut. Elsewhere (a pipe, a CI log) every
+column is printed at its natural width.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from search.pareto import FrontReport
+
+KNEE_MARK = "*"
+MERGED = "config"  # the per-dimension columns as one, when the table must be narrower
+
+
+def _size(trial) -> str:
+    size = trial.user_attrs.get("size_kb")
+    return f"{size:.4g}" if isinstance(size, (int, float)) and not isinstance(size, bool) else ""
+
+
+def _model_columns(report: FrontReport) -> list[str]:
+    """One column per dimension with something to say about the front's trials (model,
+    pruning, quantization, runtime: the registry's words); a study of a lookup table
+    shows its params."""
+    trials = report.front
+    if report.describe is None:
+        return sorted({k for t in trials for k in t.params})
+    columns: dict[str, None] = {}
+    for trial in trials:
+        for column, words in report.describe(trial.params).items():
+            if words and (words != "none" or column == "model"):
+                columns.setdefault(column)
+    return list(columns)
+
+
+def _cell(report: FrontReport, trial, name: str) -> str:
+    if report.describe is None:
+        value = trial.params.get(name)
+        return "" if value is None else str(value)
+    return report.describe(trial.params).get(name, "")
+
+
+def _layouts(report: FrontReport) -> list[tuple[list[str], str | None]]:
+    """Column sets from the fullest to the narrowest, each with what it leaves out."""
+    params = _model_columns(report)
+    has_size = any(_size(t) for t in report.front)
+    merged = "/".join(params)
+    size = ["size_kb"] if has_size else []
+    model = [MERGED] if len(params) > 1 else params
+    layouts = [(size + params, None)]
+    if len(params) > 1:
+        layouts.append((size + model, f"{merged} shown as {MERGED}"))
+    if has_size:
+        layouts.append((model, "size_kb left out" + (f", {merged} shown as {MERGED}" if len(params) > 1 else "")))
+    if params:
+        layouts.append(([], f"size_kb and {merged} left out" if has_size else f"{merged} left out"))
+    return layouts
+
+
+def build(report: FrontReport, columns: list[str]) -> Table:
+    """The table with these extra columns (from `_layouts`) after trial and the objectives."""
+    knee = report.knee
+    params = _model_columns(report)
+    table = Table("trial", *report.objectives.names, *columns, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True, show_edge=False)
+    for column in table.columns:
+        column.overflow = "fold"  # narrower than the narrowest layout: wrap, never "…"
+    for trial in report.rows():
+        extra = []
+        for column in columns:
+            if column == "size_kb":
+                extra.append(_size(trial))
+            elif column == MERGED:
+                extra.append("/".join(_cell(report, trial, p) for p in params))
+            else:
+                extra.append(_cell(report, trial, column))
+        is_knee = knee is not None and trial.number == knee.number
+        table.add_row(
+            f"{trial.number}{KNEE_MARK if is_knee else ''}",
+            *(f"{v:.4g}" for v in trial.values),
+            *extra,
+            style="bold" if is_knee else None,
+        )
+    return table
+
+
+def fitted(report: FrontReport, width: int | None) -> tuple[Table, int, str | None]:
+    """The fullest table whose natural width fits `width` (None: no limit), its width,
+    and what had to go to fit."""
+    measure = Console(width=10_000, file=io.StringIO())  # measures only: prints nothing
+    choice = None
+    for columns, note in _layouts(report):
+        table = build(report, columns)
+        natural = measure.measure(table).maximum
+        choice = (table, natural, note)
+        if width is None or natural <= width:
+            return table, natural, note
+    return choice
+
+
+def print_front(console: Console, report: FrontReport) -> None:
+    """The front table (knee starred) with its notes; nothing when the front is empty."""
+    if not report.front:
+        console.print("no feasible COMPLETE trial yet: nothing on the front", highlight=False)
+        return
+    width = console.width if console.is_terminal else None
+    table, natural, note = fitted(report, width)
+    if natural > console.width and not console.is_terminal:
+        # Not a terminal: no width to fit, so no reason to wrap (Rich assumes 80 columns).
+        Console(file=console.file, width=natural, color_system=None, highlight=False).print(table)
+    else:
+        console.print(table)
+    knee = report.knee
+    console.print(
+        f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point; what `paretune export` picks by default",
+        highlight=False,
+        soft_wrap=not console.is_terminal,
+    )
+    if note:
+        console.print(f"({note} to fit {console.width} columns; `paretune front --json` has every field)",
+                      highlight=False, soft_wrap=not console.is_terminal)
+
+
+def print_hypervolume(console: Console, report: FrontReport, given: dict[str, float] | None = None) -> None:
+    """The hypervolume, its reference point and how that point was chosen."""
+    if not report.reference:
+        return
+    names = report.objectives.names
+    derived = [n for n in names if not given or n not in given]
+    how = (
+        "worst feasible value widened by 10% of the range" if not given
+        else "given" if not derived
+        else f"given; {', '.join(derived)}: worst feasible value widened by 10% of the range"
+    )
+    console.print(
+        f"hypervolume {report.hypervolume:.6g} with reference point "
+        + ", ".join(f"{n}={v:.6g}" for n, v in zip(names, report.reference))
+        + f" ({how})",
+        highlight=False,
+        soft_wrap=not console.is_terminal,  # a terminal wraps it between words, a log keeps one line
+    )
+
+
+def export_hint(name: str, storage_flag: str = "") -> str:
+    """The command that writes the knee to `<study>-best.toml`."""
+    return f"paretune export {name}{storage_flag} --out {name}-best.toml"

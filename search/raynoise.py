@@ -1,0 +1,62 @@
+"""Ray's messages that do not apply to a paretune search, filtered while one runs.
+
+- "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to
+  opt out": logged on every local `ray.init`. paretune keeps token auth on and writes
+  the token file 0600 itself (`search.cluster`); the README's security notes say so.
+- "Stop signal received (e.g. via SIGINT/Ctrl+C) ... try to checkpoint the experiment
+  state": Tune's checkpoint is not used (the Optuna storage is the record), so the
+  line is replaced by `on_stop`, which says what paretune does instead.
+- "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)":
+  a resume goes through `paretune launch` (the CLI prints the command), never Tuner.restore.
+
+The filters sit on the loggers that emit these records (Ray's own module loggers) and
+are removed on exit: nothing changes at import time and every other Ray message stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+TUNE_LOGGER = "ray.tune.tune"
+
+TOKEN_AUTH_ENABLED = "Token authentication is enabled for this Ray cluster"
+STOP_SIGNAL = "Stop signal received"
+RESTORE_HINT = "Experiment has been interrupted, but the most recent state was saved"
+
+
+class _Drop(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...], on_match: Callable[[str], None] | None = None):
+        super().__init__()
+        self.prefixes, self.on_match = prefixes, on_match
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        matched = next((p for p in self.prefixes if message.startswith(p)), None)
+        if matched is None:
+            return True
+        if self.on_match is not None:
+            self.on_match(matched)
+        return False
+
+
+@contextmanager
+def quiet(on_stop: Callable[[], None] | None = None) -> Iterator[None]:
+    """Filter the messages above while the block runs; `on_stop` is called where Tune
+    would announce that Ctrl-C stops the run."""
+    filters = [
+        (logging.getLogger(TOKEN_AUTH_LOGGER), _Drop((TOKEN_AUTH_ENABLED,))),
+        (
+            logging.getLogger(TUNE_LOGGER),
+            _Drop((STOP_SIGNAL, RESTORE_HINT), lambda p: on_stop() if p == STOP_SIGNAL and on_stop else None),
+        ),
+    ]
+    for logger, log_filter in filters:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for logger, log_filter in filters:
+            logger.removeFilter(log_filter)
