@@ -226,7 +226,7 @@ def test_cli_front_json_and_png(tmp_path):
     assert f"hypervolume {expected_hv:.6g}" in table.stdout
     assert "5 on the Pareto front of 6 feasible trials (12 in all" in table.stdout
     # Not a terminal: every column at its natural width, the knee starred, the export hint for it.
-    assert "trial  accuracy  latency_ms  energy_mj  size_kb  family" in table.stdout
+    assert "trial  accuracy  latency_ms  energy_mj  size_kb  model" in table.stdout
     assert re.search(r"^0\*\s+0\.9\s+1\s+5\s+40\s+mlp", table.stdout, re.M), table.stdout
     assert "* knee (trial 0)" in table.stdout
     assert f"next: paretune export hand --storage {url} --out hand-best.toml" in table.stdout

@@ -65,10 +65,10 @@ def test_enqueue_only_into_a_new_study_for_the_specs_own_params(exported_params)
     assert warmstart.enqueue(study, [own, extra], study_is_new=False) == [extra]
     (waiting,) = study.get_trials()
     assert waiting.state == optuna.trial.TrialState.WAITING and waiting.user_attrs == {"enqueued_from": "known.toml"}
-    import spaces
+    from search.plugins import suggest_params
 
     trial = study.ask()  # the searcher's next ask takes it; its suggestions return the pinned values
-    spaces.suggest(trial, spec, "image")
+    suggest_params(trial, spec, "image")
     assert trial.params == exported_params
     assert warmstart.warm_study_name("digits", seed(exported_params)) == "digits-warm-t1"
 
