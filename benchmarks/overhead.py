@@ -110,8 +110,8 @@ def _spec(trials: int):
 def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
     import optuna
 
-    import spaces
     from search import storage as storages
+    from search.plugins import suggest_params
     from search.samplers import make_sampler
 
     spec = _spec(trials)
@@ -119,7 +119,7 @@ def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
     study = optuna.create_study(storage=storage, directions=spec.directions, sampler=make_sampler(spec, 0))
 
     def objective(trial):
-        spaces.suggest(trial, spec, "table")
+        suggest_params(trial, spec, "table")
         started = time.time()
         if seconds:
             time.sleep(seconds)

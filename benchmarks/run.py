@@ -19,7 +19,7 @@ from pathlib import Path
 
 from search.errors import UsageError
 
-NAMES = ("overhead", "efficiency", "stability", "compression")
+NAMES = ("overhead", "efficiency", "stability", "compression", "streaming")
 # These share one local Ray; the others measure latency and want the node quiet.
 USES_RAY = ("overhead", "efficiency")
 DEFAULT_OUT = Path("bench-results")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import UsageError
-from search.pareto import FrontReport, param_value
+from search.pareto import FrontReport
 
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 LOG_SPAN = 30.0
@@ -215,11 +215,12 @@ def _title(report: FrontReport) -> str:
     )
 
 
-def _hover(trial, names) -> str:
+def _hover(trial, names, describe=None) -> str:
+    """A trial's values and, in the registry's words, its config (a table study: its params)."""
     params = trial.params
-    quant = param_value(params, "quant_mode") or ""
     lines = [f"trial {trial.number}"] + [f"{n}={v:.4g}" for n, v in zip(names, trial.values)]
-    lines.append(f"{params.get('family', '')}/{params.get('prune_kind', '')}/{quant}")
+    words = describe(params) if describe is not None else {k: str(v) for k, v in params.items()}
+    lines.append("/".join(w for w in words.values() if w))
     if "size_kb" in trial.user_attrs:
         lines.append(f"size_kb={trial.user_attrs['size_kb']:.4g}")
     return "<br>".join(lines)
@@ -275,7 +276,7 @@ def plotly_figure(report: FrontReport, title: str | None = None):
                 values = _columns(trials, n)
                 fig.add_trace(
                     go.Scatter(x=values[:, i], y=values[:, j], mode="markers", name=name, legendgroup=name,
-                               showlegend=first, marker=marker, text=[_hover(t, obj.names) for t in trials],
+                               showlegend=first, marker=marker, text=[_hover(t, obj.names, report.describe) for t in trials],
                                hoverinfo="text"),
                     row=row, col=col,
                 )
@@ -292,7 +293,7 @@ def plotly_figure(report: FrontReport, title: str | None = None):
                 fig.add_trace(
                     go.Scatter3d(x=values[:, 0], y=values[:, 1], z=values[:, 2], mode="markers", name=name,
                                  legendgroup=name, showlegend=False, marker=marker3d,
-                                 text=[_hover(t, obj.names) for t in trials], hoverinfo="text"),
+                                 text=[_hover(t, obj.names, report.describe) for t in trials], hoverinfo="text"),
                     row=row, col=col,
                 )
             scene = next(k for k in fig.layout if k.startswith("scene"))  # the only scene

@@ -121,7 +121,7 @@ def test_cli_launch_shows_progress_and_ends_with_the_front(tmp_path):
     report = front.report(study)
     knee = report.knee.number
     assert f"study shown: 4/4 COMPLETE in {url}; {len(report.front)} on the Pareto front of 4 feasible trials" in result.stdout
-    assert "trial  accuracy  latency_ms  energy_mj  size_kb  family" in result.stdout
+    assert "trial  accuracy  latency_ms  energy_mj  size_kb  model" in result.stdout
     for trial in report.front:
         assert re.search(rf"^{trial.number}{'[*]' if trial.number == knee else ''}\s+{trial.values[0]:.4g}\s", result.stdout, re.M)
     assert f"* knee (trial {knee})" in result.stdout
