@@ -93,8 +93,8 @@ def ask_tell(sampler: str, seed: int, budget: int) -> np.ndarray:
     """One search driven by plain Optuna ask/tell; the evaluated points, in order."""
     import optuna
 
-    import spaces
     from search import tabular_bench
+    from search.plugins import suggest_params
     from search.samplers import make_sampler
 
     spec = spec_for(sampler, seed, budget)
@@ -103,7 +103,7 @@ def ask_tell(sampler: str, seed: int, budget: int) -> np.ndarray:
     points = []
     for _ in range(budget):
         trial = study.ask()
-        metrics = tabular_bench.lookup(spaces.suggest(trial, spec, "table"))
+        metrics = tabular_bench.lookup(suggest_params(trial, spec, "table"))
         values = [metrics[n] for n in NAMES]
         study.tell(trial, values)
         points.append(np.array(values) * signs)

@@ -1,7 +1,7 @@
 """Export one trial as a fixed config: a loadable study spec plus two tables.
 
 - `[params]`: the trial's Optuna params, one per searched dimension, so
-  `spaces.suggest(FixedTrial(params), spec, task_kind)` rebuilds its exact config.
+  `search.plugins.suggest_params(FixedTrial(params), spec, task_kind)` rebuilds its exact config.
 - `[exported]`: where it came from (study, trial number, storage URL with any password
   hidden, seed) and what it measured at search time: `[exported.values]` by objective
   (validation split) and `[exported.attrs]` (size, params, MACs, energy and latency

@@ -1,7 +1,7 @@
 """Retrain an exported config from scratch and save a deployable model with its card.
 
 `retrain(config_path, out_dir)` loads the spec and its pinned `[params]`, rebuilds the
-trial config with `spaces.suggest(FixedTrial(params), ...)`, runs the whole trial
+trial config with `suggest_params(FixedTrial(params), ...)` (the dimension registry), runs the whole trial
 pipeline again (train → prune → quantize) with the recorded seed, measures on the
 *test* split, and writes to `out_dir`:
 
