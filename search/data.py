@@ -65,6 +65,7 @@ class Task:
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
     streamed: bool = False  # read from files batch by batch: DataLoader workers pay off
+    scaling: Scaling | None = None  # raw input -> model input, where paretune did it
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
@@ -74,6 +75,37 @@ class Task:
 
 
 TaskData = Task  # the name older code uses
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a raw input becomes a model input: x_model = (x_raw - offset) / divisor, one
+    value for every element (images) or one per feature (tabular). It travels with the
+    model: the model card states it and `paretune train`'s model.pt applies it itself,
+    so model.pt takes raw inputs."""
+
+    offset: float | tuple[float, ...]
+    divisor: float | tuple[float, ...]
+    description: str
+
+    def module(self) -> torch.nn.Module:
+        return RawInputs(self)
+
+    def to_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse: a model input back to the raw input it came from."""
+        return x * torch.as_tensor(self.divisor, dtype=x.dtype) + torch.as_tensor(self.offset, dtype=x.dtype)
+
+
+class RawInputs(torch.nn.Module):
+    """The scaling as the first layer of a deployed model (buffers, so TorchScript keeps it)."""
+
+    def __init__(self, scaling: Scaling):
+        super().__init__()
+        self.register_buffer("offset", torch.as_tensor(scaling.offset, dtype=torch.float32))
+        self.register_buffer("divisor", torch.as_tensor(scaling.divisor, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.offset) / self.divisor
 
 
 class _Batch(tuple):
@@ -149,18 +181,37 @@ def calibration_batches(task: Task, count: int, batch_size: int = 64, seed: int 
     return batches
 
 
-def _builtin(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _builtin(name: str) -> tuple[np.ndarray, np.ndarray, str, dict]:
     from sklearn import datasets
 
     if name == "digits":
         bunch = datasets.load_digits()
-        return bunch.images[:, None, :, :] / 16.0, bunch.target, "image"
+        notes = {"scaling": Scaling(0.0, 16.0, "pixel values 0-16 divided by 16")}
+        return bunch.images[:, None, :, :] / 16.0, bunch.target, "image", notes
     loader = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}[name]
     bunch = loader()
-    return bunch.data, bunch.target, "tabular"
+    return bunch.data, bunch.target, "tabular", {}
 
 
-def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+CHANNELS = (1, 3, 4)
+
+
+def _image_layout(X: np.ndarray, path: Path) -> tuple[np.ndarray, dict]:
+    """N×C×H×W as the models take it; an N×H×W×C array (C = 1, 3 or 4 last, not first)
+    is transposed, and the note says so."""
+    if X.shape[1] in CHANNELS:
+        return X, {}
+    if X.shape[-1] in CHANNELS:
+        return np.ascontiguousarray(X.transpose(0, 3, 1, 2)), {
+            "layout": f"N×H×W×C in {path.name} ({'×'.join(map(str, X.shape[1:]))}), transposed to N×C×H×W"
+        }
+    raise UsageError(
+        f"{path}: X has shape {X.shape}: an image array is N×C×H×W or N×H×W×C with C = 1, 3 or 4 channels; "
+        "transpose it, or flatten it to N×F for a tabular task"
+    )
+
+
+def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, str, dict]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in ("X", "y") if k not in archive.files]
@@ -169,14 +220,20 @@ def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
             X, y = archive["X"], archive["y"]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UsageError(f"{path}: not a readable .npz file ({exc.__class__.__name__})") from None
+    notes: dict = {}
     if X.ndim == 3:  # N×H×W grey images
         X = X[:, None]
     if X.ndim not in (2, 4):
         raise UsageError(f"{path}: X must be 2-D (tabular) or 3-/4-D (images), but has shape {X.shape}")
     kind = "image" if X.ndim == 4 else "tabular"
-    if kind == "image" and X.max(initial=0) > 1.0:
-        X = X / float(X.max())
-    return X, y, kind
+    if kind == "image":
+        X, notes = _image_layout(X, path)
+        peak = float(X.max(initial=0)) if np.issubdtype(X.dtype, np.number) else 1.0
+        if peak > 1.0:
+            # Images to [0, 1]: divided by the largest value in the file, recorded exactly.
+            notes["scaling"] = Scaling(0.0, peak, f"divided by {peak:g}, the largest value of X in {path.name}")
+            X = X / peak
+    return X, y, kind, notes
 
 
 def _from_csv(path: Path, label: str | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -197,21 +254,22 @@ def _from_csv(path: Path, label: str | None) -> tuple[np.ndarray, np.ndarray, st
     return features.to_numpy(), frame[label].to_numpy(), "tabular"
 
 
-def _read(task: str | TaskSource) -> tuple[np.ndarray, np.ndarray, str, str]:
+def _read(task: str | TaskSource) -> tuple[np.ndarray, np.ndarray, str, str, dict]:
     if isinstance(task, str):
-        X, y, kind = _builtin(task)
-        return X, y, kind, task
+        X, y, kind, notes = _builtin(task)
+        return X, y, kind, task, notes
     path = task.path
     if not path.is_file():
         raise UsageError(f"{path}: no such dataset file (task.path)")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        X, y, kind = _from_npz(path)
+        X, y, kind, notes = _from_npz(path)
     elif suffix == ".csv":
         X, y, kind = _from_csv(path, task.label)
+        notes = {}
     else:
         raise UsageError(f"{path}: unsupported dataset format {suffix!r}; use .npz (X, y) or .csv (task.label)")
-    return X, y, kind, path.stem
+    return X, y, kind, path.stem, notes
 
 
 def _check(X: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +320,7 @@ def _array_task(spec: StudySpec) -> Task:
     # imports this module, and scikit-learn alone takes seconds to import there.
     from sklearn.model_selection import train_test_split
 
-    X, y, kind, name = _read(spec.task)
+    X, y, kind, name, notes = _read(spec.task)
     source = str(spec.task.path) if isinstance(spec.task, TaskSource) else name
     y, classes = _check(X, y, source)
     X = X.astype(np.float32)
@@ -273,10 +331,13 @@ def _array_task(spec: StudySpec) -> Task:
         X_trval, y_trval, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=y_trval, random_state=spec.seed
     )
     mean = std = None
+    scaling = notes.pop("scaling", None)
     if kind == "tabular":
         mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 1e-8
         X_train, X_val, X_test = ((a - mean) / std for a in (X_train, X_val, X_test))
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        scaling = Scaling(mean, std, "each feature standardized with the training split's mean and std")
+    preprocessing = {**notes, "scaling": scaling.description if scaling else "none: X is used as it is"}
     return Task(
         train=ArrayDataset(X_train, y_train),
         val=ArrayDataset(X_val, y_val),
@@ -288,4 +349,6 @@ def _array_task(spec: StudySpec) -> Task:
         feature_mean=mean,
         feature_std=std,
         class_labels=tuple(c.item() if hasattr(c, "item") else c for c in classes),
+        scaling=scaling,
+        preprocessing=preprocessing,
     )

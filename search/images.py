@@ -134,7 +134,7 @@ def _split(scan: _Scan, seed: int) -> tuple[_Scan, _Scan, _Scan]:
 
 def load_image_folder(source: TaskSource, seed: int):
     """The task of an image folder; UsageError naming the folder or file when unusable."""
-    from search.data import Task
+    from search.data import Scaling, Task
 
     root = Path(source.images)
     key = f"task.images {root}"
@@ -197,4 +197,5 @@ def load_image_folder(source: TaskSource, seed: int):
             "split": "train/, val/, test/ folders" if scans is not None else f"seeded 60/20/20 per class (seed {seed})",
         },
         streamed=True,
+        scaling=Scaling(0.0, 255.0, f"{'greyscale' if channels == 1 else 'RGB'} pixel values 0-255 (resized to {size[0]}x{size[1]}) divided by 255"),
     )

@@ -92,21 +92,30 @@ def rebuild_config(loaded: LoadedConfig, task_kind: str, plugins=None) -> dict:
         raise UsageError(f"{loaded.path}: the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None
 
 
-def trace(model, example, check_batches) -> tuple[Any | None, str | None]:
-    """TorchScript of `model`, checked to predict exactly like it on `check_batches`
-    (the test split, in batches of another size than the example's); (None, why) when
-    that cannot be had."""
+def _raw(batches, scaling):
+    """The same batches as raw inputs (what a deployed model.pt gets)."""
+    return [(scaling.to_raw(x), y) for x, y in batches] if scaling is not None else batches
+
+
+def trace(model, example, check_batches, scaling=None) -> tuple[Any | None, str | None]:
+    """TorchScript of `model` (behind `scaling`'s layer where given, so it takes raw
+    inputs), checked to predict exactly like `model` on `check_batches` (the test
+    split, in batches of another size than the example's); (None, why) when that
+    cannot be had."""
     import torch
+    from torch import nn
 
     from spaces import first_line
 
+    deployable = model.eval() if scaling is None else nn.Sequential(scaling.module(), model).eval()
     try:
         with torch.inference_mode():
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+            traced = torch.jit.trace(deployable, _raw([(example, None)], scaling)[0][0], check_trace=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
         return None, f"torch.jit.trace failed ({first_line(exc)[:200]})"
     try:
-        agree = float(np.mean(accuracy.predict(traced, check_batches)[0] == accuracy.predict(model, check_batches)[0]))
+        raw = _raw(check_batches, scaling)
+        agree = float(np.mean(accuracy.predict(traced, raw)[0] == accuracy.predict(model, check_batches)[0]))
     except Exception as exc:  # noqa: BLE001
         return None, f"the traced model does not run on the test batches ({type(exc).__name__})"
     if agree < 1.0:
@@ -181,6 +190,11 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
             "test_samples": int(len(task.test)),
             "input": _input_words(task, is_image),
             "preprocessing": dict(task.preprocessing),
+            # x_model = (x_raw - offset) / divisor; model.pt applies it itself.
+            "scaling": (
+                {"offset": task.scaling.offset, "divisor": task.scaling.divisor, "description": task.scaling.description}
+                if task.scaling is not None else None
+            ),
             "output": f"logits N×{task.n_classes}; the predicted class is argmax over dim 1",
             # x_model = (x_raw - feature_mean) / feature_std, per feature (tabular tasks).
             "feature_mean": list(task.feature_mean) if task.feature_mean is not None else None,
@@ -202,12 +216,15 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
 
 def _input_words(task, is_image: bool) -> str:
     shape = "float32 tensor N×" + "×".join(map(str, task.input_shape))
-    if task.kind == "tabular":
-        return (shape + ", each feature standardized as (x - feature_mean) / feature_std "
-                "with the training split's statistics (task.feature_mean, task.feature_std)")
-    if is_image:
-        return shape + ", pixel values scaled to [0, 1]" + (" (digits: the 0–16 pixel values divided by 16)" if task.name == "digits" else "")
-    return shape + " (as the task's datasets produce them)"
+    scaling = task.scaling
+    if scaling is None:
+        return shape + " (as the task's datasets produce them)"
+    if isinstance(scaling.divisor, tuple):
+        what = "raw feature values; model.pt standardizes them itself, (x - feature_mean) / feature_std"
+    else:
+        what = f"raw values ({scaling.description}: model.pt does that division itself)"
+    return (f"{shape} of {what}; state_dict.pt and model.onnx take the scaled inputs "
+            "x_model = (x_raw - scaling.offset) / scaling.divisor")
 
 
 def _model_section(spec, config: dict) -> dict:
@@ -235,12 +252,12 @@ LOADERS = {
     "onnx": ("ONNX Runtime, the runtime it was measured on", "onnxruntime.InferenceSession", [
         "import onnxruntime",
         'session = onnxruntime.InferenceSession("{file}")',
-        "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape})",
+        "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape}), scaled as x_model above",
     ]),
     "torchscript": ("TorchScript", "torch.jit.load", [
         "import torch",
         'model = torch.jit.load("{file}")',
-        "logits = model(x)  # x: float32, shape (N, {shape})",
+        "logits = model(x)  # x: float32, shape (N, {shape}), the raw inputs described above",
     ]),
 }
 
@@ -347,12 +364,13 @@ def retrain(
     model = result.model.eval()
     files = []
     test_batches = loader(task.test, 512)
-    traced, note = trace(model, example_inputs(task.train).to(next((p.device for p in model.parameters()), "cpu")), test_batches)
+    example = example_inputs(task.train).to(next((p.device for p in model.parameters()), "cpu"))
+    traced, note = trace(model, example, test_batches, task.scaling)
     if traced is not None:
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
-        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None,
-                    "test_accuracy": accuracy.measure(traced, test_batches).value}
+        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None, "raw_inputs": task.scaling is not None,
+                    "test_accuracy": accuracy.measure(traced, _raw(test_batches, task.scaling)).value}
     else:
         (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
         artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}

@@ -81,3 +81,45 @@ def test_tabular_task_keeps_its_standardization_and_labels(tmp_path):
     standardized = (raw - mean) / std
     assert any(np.allclose(standardized[i], task.train.X[0], atol=1e-5) for i in range(len(raw)))
     assert load_task(from_dict({"name": "d", "task": "digits"})).feature_mean is None
+
+
+def test_npz_image_scaling_is_recorded_and_model_pt_takes_raw_inputs(tmp_path):
+    """An npz of 0-255 images: the divisor is the file's maximum, stored exactly; the
+    retrained model.pt applies it itself, so raw pixels predict as the card says."""
+    import torch
+
+    from search.retrain import trace
+    from tests.conftest import acc, train
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    X = np.clip(rng.normal(60 + 70 * y[:, None, None], 10, (90, 6, 6)), 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "imgs.npz", X=X, y=y)
+    task = load_task(spec_for({"path": str(tmp_path / "imgs.npz")}))
+    peak = float(X.max())
+    assert task.scaling.divisor == peak and f"divided by {peak:g}" in task.preprocessing["scaling"]
+    assert float(task.train.X.max()) == pytest.approx(1.0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
+    recipe = {"optimizer": "adam", "lr": 0.05, "schedule": "constant", "batch_size": 16, "weight_decay": 0.0, "label_smoothing": 0.0}
+    train(model, task, recipe, 20)
+    assert acc(model, task, "test") > 0.5  # learned something (chance is 1/3)
+    from search.data import loader
+
+    traced, note = trace(model, torch.from_numpy(task.train.X[:2]), list(loader(task.test, 8)), task.scaling)
+    assert note is None
+    raw = torch.from_numpy(task.test.X * peak)  # what a user has: the file's own values
+    predicted = traced(raw).argmax(1).numpy()
+    assert np.mean(predicted == task.test.y) == pytest.approx(acc(model, task, "test"))
+
+
+def test_channels_last_images_are_transposed_and_said(tmp_path):
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 20)
+    X = rng.random((40, 8, 8, 1)).astype(np.float32) * 0.2 + y[:, None, None, None] * 0.5  # N×H×W×1
+    np.savez(tmp_path / "last.npz", X=X, y=y)
+    task = load_task(spec_for({"path": str(tmp_path / "last.npz")}))
+    assert task.input_shape == (1, 8, 8) and task.kind == "image"
+    assert "N×H×W×C" in task.preprocessing["layout"] and "transposed" in task.preprocessing["layout"]
+    np.savez(tmp_path / "odd.npz", X=rng.random((40, 8, 8, 7)), y=y)
+    with pytest.raises(UsageError, match=r"N×C×H×W or N×H×W×C with C = 1, 3 or 4"):
+        load_task(spec_for({"path": str(tmp_path / "odd.npz")}))

@@ -99,7 +99,9 @@ def test_export_train_and_load_in_a_fresh_process(searched):
         assert (out / name).is_file(), name
 
     # A fresh interpreter with torch only: load the TorchScript model, predict the test split.
-    np.savez(tmp / "test_split.npz", X=task.test.X, y=task.test.y)
+    # model.pt takes raw inputs: digits' 0-16 pixel values, as the card says.
+    assert card["task"]["scaling"]["divisor"] == 16.0 and card["artifact"]["raw_inputs"] is True
+    np.savez(tmp / "test_split.npz", X=task.test.X * 16.0, y=task.test.y)
     script = (
         "import sys, numpy as np, torch\n"
         "model = torch.jit.load(sys.argv[1])\n"
