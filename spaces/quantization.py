@@ -4,11 +4,13 @@ on the fly), static (post-training, calibrated on training batches) and QAT
 kernels (x86 backend: fbgemm + onednn).
 
 torch.ao.quantization is deprecated in favour of torchao but still ships and works in
-torch 2.13; its deprecation warnings are silenced here on purpose, nowhere else.
+torch 2.13; its deprecation warnings are silenced here, around its calls only
+(`_quiet`), nowhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterable
@@ -21,13 +23,22 @@ from torch import nn
 from spaces._config import Strict, choices, suggest_choice
 from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
 
-warnings.filterwarnings("ignore", module=r"torch\.ao\.quantization.*")
-warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
-warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
-warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
 
-from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic  # noqa: E402
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx  # noqa: E402
+@contextlib.contextmanager
+def _quiet():
+    """torch.ao.quantization's deprecation and observer warnings, silenced for its calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"torch\.ao\.quantization.*")
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield
+
+
+with _quiet():
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 BACKEND = "x86"
 # Attention blocks do not trace into FX static quantization; they get dynamic or none.
@@ -48,25 +59,29 @@ def _engine() -> None:
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     _engine()
-    return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+    with _quiet():
+        return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def quantize_static(model: nn.Module, calibration: Iterable[torch.Tensor], example_input: torch.Tensor) -> nn.Module:
     _engine()
-    prepared = prepare_fx(model.eval(), get_default_qconfig_mapping(BACKEND), (example_input,))
-    with torch.inference_mode():
-        for batch in calibration:
-            prepared(batch)
-    return convert_fx(prepared)
+    with _quiet():
+        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping(BACKEND), (example_input,))
+        with torch.inference_mode():
+            for batch in calibration:
+                prepared(batch)
+        return convert_fx(prepared)
 
 
 def quantize_qat(model: nn.Module, example_input: torch.Tensor, fine_tune: Callable[[nn.Module], None]) -> nn.Module:
     """Insert fake-quant observers, fine-tune with them (`fine_tune(model)` trains in
     place), then convert to a real int8 model."""
     _engine()
-    prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), (example_input,))
+    with _quiet():
+        prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), (example_input,))
     fine_tune(prepared)
-    return convert_fx(prepared.cpu().eval())  # int8 kernels are CPU kernels
+    with _quiet():
+        return convert_fx(prepared.cpu().eval())  # int8 kernels are CPU kernels
 
 
 def is_quantized(model: nn.Module) -> bool:
