@@ -132,11 +132,9 @@ def check_sections(spec: StudySpec, dimensions: tuple[spaces.Dimension, ...], so
         try:
             spaces.section(spec, dimension)
         except ValidationError as exc:
-            from search.spec import _field_path, _message
+            from search.spec import describe_error
 
-            first = exc.errors()[0]
-            path = _field_path(first["loc"])
-            raise UsageError(f"{source}: space.{dimension.name}{'.' + path if path != 'spec' else ''}: {_message(first)}") from None
+            raise UsageError(f"{source}: {describe_error(exc.errors()[0], f'space.{dimension.name}')}") from None
     unowned = sorted(set(spec.space.model_extra or {}) - seen)
     if unowned:
         raise UsageError(f"{source}: space.{unowned[0]}: unknown field (no dimension of that name)")

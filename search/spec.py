@@ -315,6 +315,13 @@ def _anchor_paths(spec: StudySpec, base_dir: Path) -> StudySpec:
     return spec.model_copy(update=update)
 
 
+def describe_error(error: dict, prefix: str = "") -> str:
+    """`field.path: message` for one pydantic error, the path under `prefix`."""
+    path = _field_path(error["loc"])
+    path = prefix if path == "spec" and prefix else f"{prefix}.{path}" if prefix else path
+    return f"{path}: {_message(error)}"
+
+
 def from_dict(
     data: dict, *, source: str = "spec", base_dir: Path | None = None, extra_sections: tuple[str, ...] = ()
 ) -> StudySpec:
@@ -326,8 +333,7 @@ def from_dict(
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        first = _first_error(exc.errors())
-        raise UsageError(f"{source}: {_field_path(first['loc'])}: {_message(first)}") from None
+        raise UsageError(f"{source}: {describe_error(_first_error(exc.errors()))}") from None
     extra = sorted(set(spec.space.model_extra or {}) - set(extra_sections))
     if extra and not spec.space.custom.dimensions:
         raise UsageError(f"{source}: space.{extra[0]}: unknown field")
