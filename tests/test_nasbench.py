@@ -124,3 +124,13 @@ def test_launch_six_trials_through_ray(ray_local, tmp_path):
         expected = tabular_bench.lookup(t.params)
         assert t.values == pytest.approx([expected[n] for n in OBJECTIVES])
         assert t.user_attrs["latency_source"] == "table"
+    # The task kind is the study's (recorded at launch): export rebuilds the table's
+    # params through the same registry, which once failed for a table study.
+    assert study.user_attrs["task_kind"] == "table"
+    from search import exporter, pareto
+
+    chosen = pareto.pick(study, "knee")
+    path = exporter.export(study, chosen, url, tmp_path / "nas-best.toml")
+    import tomllib
+
+    assert tomllib.loads(path.read_text())["params"] == chosen.params

@@ -5,7 +5,7 @@ painted in a random light colour on a random dark background, and given a little
 noise, then saved as an RGB PNG in DIR/<digit>/ (or DIR/{train,val,test}/<digit>/
 with --splits). Seeded: the same arguments write the same files.
 
-    python examples/own_model/make_images.py --out examples/own_model/data/glyphs --count 6000
+    python examples/own_model/make_images.py --out examples/own_model/data/glyphs --count 4000
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def glyph(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "glyphs")
-    parser.add_argument("--count", type=int, default=6000, help="images to write (digits are reused with new augmentations)")
+    parser.add_argument("--count", type=int, default=4000, help="images to write (digits are reused with new augmentations)")
     parser.add_argument("--splits", action="store_true", help="write train/ val/ test/ (60/20/20) instead of one folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
