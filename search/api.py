@@ -119,16 +119,17 @@ def launch(
             contract, a choice the preflight refused), before Ray starts or anything
             is written.
     """
-    from search import launcher
+    from search import launcher, raynoise
     from search.plugins import resolve
     from search.storage import open_storage
 
     dimensions = list(dimensions)
     checked = as_spec(spec, task=task, model=model, train=train, dimensions=dimensions)
     plugins = resolve(checked, task=task, model=model, train=train, dimensions=dimensions)
-    summary = launcher.launch(
-        checked, storage_url=storage, address=address, on_told=on_told, plugins=plugins, drop_unsupported=drop_unsupported
-    )
+    with raynoise.quiet():  # Ray's messages that do not apply to a paretune search
+        summary = launcher.launch(
+            checked, storage_url=storage, address=address, on_told=on_told, plugins=plugins, drop_unsupported=drop_unsupported
+        )
     return optuna.load_study(study_name=summary.study_name, storage=open_storage(storage))
 
 

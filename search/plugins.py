@@ -96,20 +96,30 @@ def _callable(value: Any, text: str, key: str) -> Callable:
     return value
 
 
+def _installed(path: Path) -> bool:
+    """Inside the interpreter's own or installed packages (not the user's project)."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    return any(path.is_relative_to(root) for root in roots)
+
+
 def reference_of(obj: Any) -> str:
-    """A spec reference that finds `obj` again: `/abs/file.py:name` for code in a file
-    (a script or a module loaded from one), `module:name` for an installed module,
-    `<python>:name` when it cannot be found (a lambda, a local function)."""
+    """A spec reference that finds `obj` again: `/abs/file.py:name` for the user's code
+    in a file (a script, or a module of their project), `module:name` for an installed
+    package, `<python>:name` when it cannot be found (a lambda, a local function)."""
     name = getattr(obj, "__qualname__", None) or getattr(type(obj), "__qualname__", "object")
     if "<" in name:
         return f"{UNNAMED}:{name.replace('<', '').replace('>', '').replace('.', '_')}"
     module = getattr(obj, "__module__", None) or type(obj).__module__
-    if module == "__main__" or (module or "").startswith("paretune_user_"):
-        try:
-            source = inspect.getsourcefile(obj if callable(obj) or inspect.isclass(obj) else type(obj))
-        except TypeError:
-            source = None
-        return f"{Path(source).resolve().as_posix()}:{name}" if source else f"{UNNAMED}:{name}"
+    try:
+        source = inspect.getsourcefile(obj if callable(obj) or inspect.isclass(obj) else type(obj))
+    except TypeError:
+        source = None
+    if source and not _installed(Path(source).resolve()):
+        return f"{Path(source).resolve().as_posix()}:{name}"
+    if module == "__main__" or not source:
+        return f"{UNNAMED}:{name}"
     return f"{module}:{name}"
 
 
