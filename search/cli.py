@@ -97,6 +97,7 @@ def launch(
 
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
     from search import launch as launcher
+    from search.storage import redact
 
     spec = _load_spec(spec_path, trials, concurrency)
     budget = spec.budget
@@ -109,7 +110,7 @@ def launch(
         console.print(
             f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
             f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
-            + (f", {reconciled} interrupted trial(s) marked FAIL" if reconciled else ""),
+            + (f", {reconciled} interrupted trial(s) of stopped drivers marked FAIL" if reconciled else ""),
             highlight=False,
         )
         if spec.space.distillation.enabled and done < budget.trials:
@@ -118,14 +119,29 @@ def launch(
                 highlight=False,
             )
 
+    def on_reconciled(trial, reason: str) -> None:
+        requeued = "" if "retry_of" in trial.user_attrs else "; its params are queued again"
+        console.print(f"[yellow]trial {trial.number:>4} FAIL[/] {escape(reason)}{requeued}", highlight=False, soft_wrap=True)
+
     summary = launcher.launch(
-        spec, storage_url=storage, address=address, on_start=on_start, on_told=_progress_printer(budget.trials, spec.objective_names)
+        spec, storage_url=storage, address=address, on_start=on_start, on_reconciled=on_reconciled,
+        on_notice=lambda text: console.print(escape(text), style="yellow", highlight=False, soft_wrap=True),
+        on_told=_progress_printer(budget.trials, spec.objective_names),
     )
     console.print(
-        f"{summary.complete}/{summary.budget} COMPLETE in {summary.storage_url} "
-        f"({summary.failed_this_run} failed this run, {summary.wall_seconds:.1f}s)",
+        f"{summary.complete}/{summary.budget} COMPLETE in {redact(summary.storage_url)} "
+        f"({summary.told_this_run} told by this driver, {summary.failed_this_run} failed, {summary.wall_seconds:.1f}s)",
         highlight=False,
     )
+    if summary.replayed:
+        console.print(f"added {summary.replayed} result(s) an earlier run could not store", highlight=False)
+    if summary.unsaved:
+        console.print(
+            f"[red]the storage did not take {summary.unsaved} result(s):[/] kept in {summary.unsaved_path}; "
+            f"the next `paretune launch {spec_path}{_storage_flag(storage)}` adds them",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
     resume_hint = f"paretune launch {spec_path}{_storage_flag(storage)}"
     if summary.interrupted:
         console.print(f"[yellow]search stopped before its budget; resume with:[/] {resume_hint}", highlight=False)
@@ -230,6 +246,39 @@ def status(
         table.add_row(objective, direction.name.lower(), f"{best.values[i]:.4g}", str(best.number))
     console.print(table)
     console.print(f"Pareto front: {len(study.best_trials)} trials (paretune front {name})", highlight=False)
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{max(seconds, 0):.0f}s ago"
+
+
+@app.command()
+def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
+    """Every study in the storage: objectives, trials by state, live drivers (host, pid, heartbeat age), last activity."""
+    import time
+
+    from search import studies as overview
+    from search.storage import open_storage, redact, resolve_url
+
+    now = time.time()
+    rows = overview.overview(open_storage(storage), now)
+    console.print(f"{redact(resolve_url(storage))}: {len(rows)} stud{'y' if len(rows) == 1 else 'ies'}", highlight=False, soft_wrap=True)
+    for row in rows:  # a block of short lines per study: readable at any terminal width
+        states = [f"{row.counts[s]} {s}" for s in overview.STATES if row.counts.get(s)]
+        drivers = [f"{d.host} pid {d.pid} (heartbeat {_ago(d.age(now))})" for d in row.drivers]
+        last = (f"{row.last_activity:%Y-%m-%d %H:%M:%S} ({_ago(now - row.last_activity.timestamp())})"
+                if row.last_activity else "-")
+        lines = [
+            f"[bold]{escape(row.name)}[/]  " + ", ".join(f"{escape(name)} {direction[:3]}" for name, direction in row.objectives),
+            f"  trials   {row.trials}" + (": " + ", ".join(states) if states else ""),
+            f"  drivers  {len(drivers)} live" + (": " + ", ".join(escape(d) for d in drivers) if drivers else ""),
+            f"  last     {last}",
+        ]
+        for line in lines:
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 def _quant_mode(params: dict) -> str:

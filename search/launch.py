@@ -12,18 +12,21 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster
+from search import cluster, tell
 from search import storage as storages
 from search.data import TaskData, load_task
 from search.errors import UsageError
 from search.samplers import make_sampler
-from search.searcher import AskTellSearcher, reconcile_running
+from search.lease import DriverLease
+from search.searcher import AskTellSearcher, reconcile_running, settle
 from search.spec import StudySpec
 from spaces import distillation
 
@@ -48,6 +51,10 @@ class LaunchSummary:
     reconciled: int
     interrupted: bool
     wall_seconds: float
+    told_this_run: int = 0  # outcomes this driver stored (COMPLETE or FAIL)
+    replayed: int = 0  # outcomes an earlier run could not store, added now
+    unsaved: int = 0  # outcomes the storage would not take: they wait in unsaved_path
+    unsaved_path: str = ""
 
 
 def check_address(address: str | None) -> None:
@@ -65,10 +72,20 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, int]:
+# Sampler seeds of drivers that share a study are this far apart (see `open_study`).
+DRIVER_SEED_STRIDE = 100_003
+
+
+def open_study(
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    *,
+    driver: DriverLease | None = None,
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+) -> tuple[optuna.Study, int]:
     """Create or load the study named after the spec in `storage` (from
-    `storage.open_storage`); returns it and the number of trials a dead driver had
-    left RUNNING (now FAIL)."""
+    `storage.open_storage`), start `driver`'s lease in it, and mark FAIL the trials of
+    drivers that are gone; returns the study and how many such trials there were."""
     exists = storages.study_exists(storage, spec.name)
     if exists:
         study = optuna.load_study(study_name=spec.name, storage=storage)
@@ -78,22 +95,27 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[o
                 f"study {spec.name!r} exists with objectives {study.user_attrs.get('objectives')}; "
                 "use another name or storage to change objectives"
             )
-    # A resumed sampler gets a new seed: the old one would re-propose the same
-    # start-up trials that are already in the storage.
-    previous = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name))) if exists else 0
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        directions=spec.directions,
-        sampler=make_sampler(spec, spec.seed + previous),
-        load_if_exists=True,
-    )
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions, load_if_exists=True)
     if not exists:
         study.set_user_attr("objectives", spec.objective_names)
         from search.spec import to_toml_dict
 
         study.set_user_attr("spec", to_toml_dict(spec))
-    return study, reconcile_running(study)
+    if study.metric_names != spec.objective_names:
+        # optuna-dashboard and optuna.visualization label the axes with these.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.objective_names)
+    ordinal = 0
+    if driver is not None:
+        driver.start(study)
+        ordinal = driver.ordinal()
+    # A resumed sampler gets a new seed: the old one would re-propose the start-up
+    # trials already in the storage. Drivers sharing the study each get their own.
+    previous = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(spec, spec.seed + previous + DRIVER_SEED_STRIDE * ordinal)
+    own = driver.id if driver is not None else None
+    return study, reconcile_running(study, own=own, on_reconciled=on_reconciled)
 
 
 def init_ray(address: str | None) -> bool:
@@ -109,13 +131,21 @@ def run_trials(
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     teacher: dict | None = None,
     target: Callable | None = None,
+    driver: DriverLease | None = None,
+    unsaved: Path | None = None,
 ) -> AskTellSearcher:
     """`target`: another function trainable with `trainable`'s signature (the
-    orchestration benchmark times this exact path with a trivial one)."""
+    orchestration benchmark times this exact path with a trivial one). `driver`: this
+    driver's lease, started (`open_study`); without one, a lease for this call alone."""
     from ray import tune
 
     from search.trial import trainable
 
+    own_lease = driver is None
+    if own_lease:
+        driver = DriverLease()
+        driver.start(study)
+        driver.on_beat = lambda: reconcile_running(study, own=driver.id)
     budget = spec.budget
     searcher = AskTellSearcher(
         study,
@@ -124,6 +154,8 @@ def run_trials(
         budget=budget.trials,
         max_failed=budget.max_failed_trials if budget.max_failed_trials is not None else budget.trials,
         on_told=on_told,
+        driver=driver,
+        unsaved=unsaved,
     )
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     runnable = tune.with_resources(tune.with_parameters(target or trainable, task=task, spec=spec, teacher=teacher), resources)
@@ -147,6 +179,8 @@ def run_trials(
         tuner.fit()
     finally:
         searcher.close()
+        if own_lease:
+            driver.stop()
     return searcher
 
 
@@ -157,23 +191,40 @@ def launch(
     address: str | None = None,
     on_start: Callable[[optuna.Study, int], None] | None = None,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    target: Callable | None = None,
 ) -> LaunchSummary:
+    """`on_reconciled(trial, reason)`: a trial of a driver that is gone was marked FAIL
+    (at the start, or later from the heartbeat thread while this driver runs).
+    `on_notice(text)`: what the driver is waiting for. `target`: see `run_trials`."""
     started = time.perf_counter()
     task = load_task(spec)
     check_address(address)
+    driver = DriverLease()  # a bad $PARETUNE_LEASE_S stops here too
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
+    storages.serialize_sqlite(storage)  # drivers may share it
+    url = storages.resolve_url(storage_url)
     started_ray = init_ray(address)
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
-        study, reconciled = open_study(spec, storage)
+        study, reconciled = open_study(spec, storage, driver=driver, on_reconciled=on_reconciled)
+        driver.on_beat = lambda: reconcile_running(study, own=driver.id, on_reconciled=on_reconciled)
+        unsaved = tell.unsaved_path(spec.name, url)
+        replayed = tell.replay(study, unsaved)
         if on_start is not None:
             on_start(study, reconciled)
         # Trained once here; `tune.with_parameters` ships it to every worker through the
         # object store, so no trial retrains it.
         teacher = distillation.prepare_teacher(spec, task)
-        searcher = run_trials(spec, task, study, on_told=on_told, teacher=teacher)
+        searcher = run_trials(
+            spec, task, study, on_told=on_told, teacher=teacher, target=target, driver=driver, unsaved=unsaved
+        )
+        if searcher.exhausted:
+            settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
     finally:
+        driver.stop()
         if started_ray:
             import ray
 
@@ -181,11 +232,15 @@ def launch(
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return LaunchSummary(
         study_name=spec.name,
-        storage_url=storages.resolve_url(storage_url),
+        storage_url=url,
         budget=spec.budget.trials,
         complete=complete,
         failed_this_run=searcher.failed,
         reconciled=reconciled,
         interrupted=not searcher.exhausted,
         wall_seconds=time.perf_counter() - started,
+        told_this_run=searcher.told,
+        replayed=replayed,
+        unsaved=searcher.unsaved_count,
+        unsaved_path=str(unsaved),
     )
