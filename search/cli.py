@@ -71,7 +71,9 @@ def _progress_printer(budget: int, objectives: list[str]):
             console.print(
                 f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}"
                 + (f" (energy: {source})" if source and "energy_mj" in objectives else "")
-                + f"  {escape(_describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]",
+                + f"  {escape(_describe(trial.params))}  [{counts['COMPLETE']} done this run, budget {budget}]"
+                + (f" (the result of trial {trial.user_attrs['recorded_for']}, which another driver had failed)"
+                   if "recorded_for" in trial.user_attrs else ""),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -105,11 +107,15 @@ def launch(
     def on_start(study, reconciled: int) -> None:
         from optuna.trial import TrialState
 
+        from search.lease import records
+
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         verb = "resuming" if done or reconciled or resume else "starting"
+        others = sum(r.alive() for r in records(study._storage, study._study_id).values()) - 1  # less this one
         console.print(
             f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
             f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
+            + (f", {others} other driver(s) running" if others > 0 else "")
             + (f", {reconciled} interrupted trial(s) of stopped drivers marked FAIL" if reconciled else ""),
             highlight=False,
         )

@@ -3,6 +3,10 @@ Optuna ask/tell searcher writing to the Optuna storage.
 
 Order matters for bad input: the spec, the dataset, the Ray address and the storage
 URL are all checked before Ray starts or the study is created.
+
+Several drivers may run one study at once: each holds a lease (`search.lease`), the
+budget is read from the storage (`search.searcher`), and results always land
+(`search.tell`).
 """
 
 from __future__ import annotations

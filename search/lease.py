@@ -140,9 +140,10 @@ def owner_silent(trial: optuna.trial.FrozenTrial, drivers: dict[str, DriverRecor
 
 class DriverLease:
     """This driver's identity and heartbeat. `start(study)` writes the first heartbeat
-    and starts a daemon thread that refreshes it every `heartbeat_s` and then calls
-    `on_beat` (the sweep that reconciles other drivers' expired trials); `stop()` ends
-    the thread and marks the record ended, so nobody waits for this lease to expire."""
+    and starts two daemon threads: one refreshes the heartbeat every `heartbeat_s`,
+    the other calls `on_beat` as often (the sweep that reconciles other drivers'
+    expired trials; a slow sweep must never delay a heartbeat). `stop()` ends them and
+    marks the record ended, so nobody waits for this lease to expire."""
 
     def __init__(self, *, heartbeat_s: float | None = None, lease_s: float | None = None):
         self.heartbeat_s = heartbeat_s or _seconds_from_env("PARETUNE_HEARTBEAT_S", HEARTBEAT_S)
@@ -154,8 +155,8 @@ class DriverLease:
         self.study: optuna.Study | None = None
         self.on_beat: Callable[[], None] | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.beat_errors = 0  # heartbeats the storage refused (the thread retries)
+        self._threads: list[threading.Thread] = []
+        self.beat_errors = 0  # heartbeats or sweeps the storage refused (retried at the next beat)
 
     def _record(self, **changes) -> DriverRecord:
         return DriverRecord(self.id, self.host, self.pid, self.started, time.time(), self.lease_s, self.heartbeat_s, **changes)
@@ -169,15 +170,19 @@ class DriverLease:
             return
         self.study = study
         self._write(self._record())
-        self._thread = threading.Thread(target=self._run, name="paretune-heartbeat", daemon=True)
-        self._thread.start()
+        for name, step in (("heartbeat", lambda: self._write(self._record())), ("sweep", self._sweep)):
+            thread = threading.Thread(target=self._every_beat, args=(step,), name=f"paretune-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def _run(self) -> None:
+    def _sweep(self) -> None:
+        if self.on_beat is not None:
+            self.on_beat()
+
+    def _every_beat(self, step: Callable[[], None]) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
-                self._write(self._record())
-                if self.on_beat is not None:
-                    self.on_beat()
+                step()
             except Exception:  # noqa: BLE001 - a storage hiccup must not end the heartbeat
                 self.beat_errors += 1
 
@@ -196,8 +201,8 @@ class DriverLease:
         if self.study is None or self._stop.is_set():
             return
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.heartbeat_s + 60)
+        for thread in self._threads:
+            thread.join(timeout=self.heartbeat_s + 60)
         try:
             self._write(self._record(ended=time.time()))
         except Exception:  # noqa: BLE001 - the lease then simply expires

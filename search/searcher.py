@@ -60,11 +60,6 @@ def objective_values(result: dict | None, names: list[str]) -> tuple[list[float]
     return values, None
 
 
-def fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Mark a live trial FAIL with `reason` (nothing happens if it finished elsewhere)."""
-    tell.fail(study, trial._trial_id, reason)
-
-
 def reconcile_running(
     study: optuna.Study,
     *,
@@ -126,7 +121,7 @@ def settle(
             named = [drivers[o] for o in owners if o in drivers]
             on_wait(
                 f"waiting for {len(quiet)} RUNNING trial(s) of "
-                + (", ".join(f"{r.describe()} (no heartbeat for {r.age(now):.0f}s, lease {r.lease_s:g}s)" for r in named) or "a driver that left no heartbeat")
+                + (", ".join(f"{r.describe()} (no heartbeat for {r.age(now):.0f}s, lease {r.lease_s:g}s)" for r in named) or "a driver that has not claimed them yet")
                 + " to be finished or reconciled"
             )
             announced = True

@@ -159,7 +159,7 @@ def record(
             retrying(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
         else:
             retrying(lambda: study.tell(trial, values))
-        return storage.get_trial(trial_id)
+        return retrying(lambda: storage.get_trial(trial_id))
     except StorageUnavailable as exc:
         if unsaved is None:
             raise
@@ -205,18 +205,27 @@ def _append_unsaved(path: Path, trial: optuna.Trial, values: list[float] | None,
 
 def replay(study: optuna.Study, path: Path) -> int:
     """Add the outcomes waiting in `path` to the study; returns how many were added."""
-    if not path.exists():
+    taken = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        os.replace(path, taken)  # atomic: two drivers starting at once never both add them
+    except FileNotFoundError:
         return 0
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    pending = [line for line in taken.read_text().splitlines() if line.strip()]
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     added = 0
-    for line in lines:
-        entry = json.loads(line)
-        original = by_number.get(entry["number"])
-        if entry["values"] is not None and original is not None and original.values == entry["values"]:
-            continue  # the last attempt went through after all
-        distributions = {k: json_to_distribution(d) for k, d in entry["distributions"].items()}
-        _copy(study, entry["number"], entry["params"], distributions, entry["values"], entry["user_attrs"])
-        added += 1
-    path.unlink()
+    try:
+        while pending:
+            entry = json.loads(pending[0])
+            original = by_number.get(entry["number"])
+            stored = entry["values"] is not None and original is not None and original.values == entry["values"]
+            if not stored:  # (stored: the last attempt went through after all)
+                distributions = {k: json_to_distribution(d) for k, d in entry["distributions"].items()}
+                _copy(study, entry["number"], entry["params"], distributions, entry["values"], entry["user_attrs"])
+                added += 1
+            pending.pop(0)
+    finally:
+        if pending:  # the storage failed again: keep what is left for the next launch
+            with open(path, "a") as handle:
+                handle.write("".join(line + "\n" for line in pending))
+        taken.unlink()
     return added
