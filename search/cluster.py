@@ -90,7 +90,7 @@ def watch_local_ray() -> None:
 
     node = ray._private.worker._global_node  # the local node ray.init started
     if node is not None:
-        ray_reaper.watch(node.get_session_dir_path(), ray.get_runtime_context().get_node_id(), os.path.dirname(ray.__file__))
+        ray_reaper.watch(node.get_session_dir_path(), os.path.realpath(os.path.dirname(ray.__file__)))
 
 
 def check_resource(name: str | None) -> None:

@@ -144,7 +144,8 @@ def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request
     assert all("lease of 5 s expired" in t.user_attrs["fail_reason"] for t in failed)
     assert all(t.datetime_complete.timestamp() >= killed.heartbeat + killed.lease_s for t in failed)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-    assert {t.number for t in failed} <= retried  # each one's params queued again
+    # Each one's params queued again (unless the kill came while they were being chosen).
+    assert {t.number for t in failed if "seed" in t.user_attrs} <= retried
 
     # Every result a live driver received is stored: as its trial, or recorded for it.
     results = [json.loads(line) for line in log.read_text().splitlines()]
@@ -188,17 +189,10 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
     url = f"sqlite:///{tmp_path / 'o.db'}"
     driver = start_driver(spec, url)
     assert wait_for(lambda: load(url, "orphans").get_trials(states=(TrialState.RUNNING,))), driver.communicate()[0][-3000:]
+    # The driver's local Ray: GCS, raylet, dashboard, monitors, two agents (they outlived
+    # a killed driver before), the trial workers; and the watcher.
     tree = process_tree(driver.pid)
-    environs = {}
-    for pid in tree:
-        try:
-            environs[pid] = (Path("/proc") / str(pid) / "environ").read_bytes()
-        except OSError:
-            pass
-    # The driver's local Ray: GCS, raylet, its agents (they outlived a killed driver
-    # before) and the trial workers.
-    agents = [pid for pid, env in environs.items() if b"RAY_NODE_ID=" in env]
-    assert len(tree) >= 6 and len(agents) >= 2, tree
+    assert len(tree) >= 9, {pid: _cmdline(pid) for pid in tree}
     os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
     driver.wait()
 
@@ -211,8 +205,7 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
         wait_for(lambda: not left(), timeout=60, every=0.5)
         survivors = {pid: _cmdline(pid) for pid in left()}
         assert not survivors, survivors
-        print(f"\nkill -9 of a driver with a local Ray: {len(tree)} processes in its tree "
-              f"({len(agents)} Ray agents), {len(survivors)} left")
+        print(f"\nkill -9 of a driver with a local Ray: {len(tree)} processes in its tree, {len(survivors)} left")
     finally:
         for pid in left():  # never leak them into the rest of the test session
             os.kill(pid, signal.SIGKILL)
