@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import optuna
 
+from search.errors import UsageError
+
 DRIVER_ATTR = "paretune:driver"  # on a trial: the id of the driver that asked it
 RECORD_PREFIX = "paretune:driver:"  # on the study: one heartbeat record per driver
 HEARTBEAT_S = 10.0
@@ -42,12 +44,8 @@ def _seconds_from_env(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        from search.errors import UsageError
-
         raise UsageError(f"${name}={raw!r}: must be a number of seconds") from None
     if not value > 0:
-        from search.errors import UsageError
-
         raise UsageError(f"${name}={raw!r}: must be > 0")
     return value
 
@@ -98,11 +96,7 @@ class DriverRecord:
 
 def records(storage: optuna.storages.BaseStorage, study_id: int) -> dict[str, DriverRecord]:
     """Every driver that ever ran the study, by id (ended and dead ones included)."""
-    return records_in(storage.get_study_system_attrs(study_id))
-
-
-def records_in(attrs: dict) -> dict[str, DriverRecord]:
-    """The driver records among a study's system attrs."""
+    attrs = storage.get_study_system_attrs(study_id)
     return {
         key[len(RECORD_PREFIX):]: DriverRecord.from_attr(key[len(RECORD_PREFIX):], value)
         for key, value in attrs.items()
@@ -148,6 +142,11 @@ class DriverLease:
     def __init__(self, *, heartbeat_s: float | None = None, lease_s: float | None = None):
         self.heartbeat_s = heartbeat_s or _seconds_from_env("PARETUNE_HEARTBEAT_S", HEARTBEAT_S)
         self.lease_s = lease_s or _seconds_from_env("PARETUNE_LEASE_S", LEASE_S)
+        if self.lease_s < 2 * self.heartbeat_s:
+            # One late heartbeat would then let other drivers fail this one's live trials.
+            raise UsageError(
+                f"$PARETUNE_LEASE_S={self.lease_s:g} must be at least twice $PARETUNE_HEARTBEAT_S={self.heartbeat_s:g}"
+            )
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.id = f"{self.host}-{self.pid}-{secrets.token_hex(4)}"

@@ -27,27 +27,26 @@ class StudyOverview:
         return sum(self.counts.values())
 
 
-def objective_names(summary: optuna.study.StudySummary, system_attrs: dict) -> list[str]:
-    # Optuna's metric names (paretune sets them); older studies kept the names only as
-    # the "objectives" user attr.
-    names = system_attrs.get("study:metric_names") or summary.user_attrs.get("objectives")
-    return list(names) if names else [f"objective_{i}" for i in range(len(summary.directions))]
+def objective_names(study: optuna.Study) -> list[str]:
+    # Metric names (paretune sets them); older studies kept the names only as the
+    # "objectives" user attr.
+    names = study.metric_names or study.user_attrs.get("objectives")
+    return list(names) if names else [f"objective_{i}" for i in range(len(study.directions))]
 
 
 def overview(storage: optuna.storages.BaseStorage, now: float | None = None) -> list[StudyOverview]:
     now = time.time() if now is None else now
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study_id = summary._study_id
-        trials = storage.get_all_trials(study_id, deepcopy=False)
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
-        system_attrs = storage.get_study_system_attrs(study_id)
-        drivers = lease.records_in(system_attrs)
+        drivers = lease.records(storage, study._study_id)
         stamps += [dt.datetime.fromtimestamp(r.ended or r.heartbeat) for r in drivers.values()]
         rows.append(
             StudyOverview(
-                name=summary.study_name,
-                objectives=list(zip(objective_names(summary, system_attrs), (d.name.lower() for d in summary.directions))),
+                name=study.study_name,
+                objectives=list(zip(objective_names(study), (d.name.lower() for d in study.directions))),
                 counts=dict(Counter(t.state.name for t in trials)),
                 drivers=sorted((r for r in drivers.values() if r.alive(now)), key=lambda r: r.started),
                 last_activity=max(stamps) if stamps else None,

@@ -24,7 +24,7 @@ from search.launch import open_study
 from search.searcher import AskTellSearcher, reconcile_running
 from search.spec import from_dict
 from search.storage import open_storage, serialize_sqlite
-from tests.conftest import ROOT, run_cli, tiny_spec_dict
+from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 
 FINITE = {"accuracy": 0.9, "latency_ms": 1.0, "energy_mj": 2.0, "size_kb": 3.0}
 
@@ -292,3 +292,26 @@ def test_studies_command_lists_objectives_states_and_live_drivers(tmp_path):
     assert "0 live" in run_cli("studies", "--storage", url).stdout.splitlines()[3]
     empty = run_cli("studies", "--storage", sqlite_url(tmp_path, "empty.db"))
     assert empty.returncode == 0 and empty.stdout.strip().endswith("empty.db: 0 studies")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PARETUNE_LEASE_S": "soon"}, "$PARETUNE_LEASE_S='soon': must be a number of seconds"),
+    ({"PARETUNE_HEARTBEAT_S": "0"}, "$PARETUNE_HEARTBEAT_S='0': must be > 0"),
+    ({"PARETUNE_HEARTBEAT_S": "30", "PARETUNE_LEASE_S": "40"}, "$PARETUNE_LEASE_S=40 must be at least twice $PARETUNE_HEARTBEAT_S=30"),
+])
+def test_bad_lease_settings_are_refused(monkeypatch, env, message):
+    from search.errors import UsageError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UsageError) as error:
+        lease.DriverLease()
+    assert str(error.value) == message
+
+
+def test_launch_refuses_bad_lease_settings_in_one_line_before_anything_starts(tmp_path):
+    spec = write_toml(tmp_path / "s.toml", tiny_spec_dict(name="bad"))
+    done = run_cli("launch", str(spec), "--storage", sqlite_url(tmp_path), env={"PARETUNE_HEARTBEAT_S": "30", "PARETUNE_LEASE_S": "40"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: $PARETUNE_LEASE_S=40 must be at least twice $PARETUNE_HEARTBEAT_S=30"
+    assert not (tmp_path / "s.db").exists()  # the storage was not even opened
