@@ -39,9 +39,9 @@ def new_study(url: str, name: str = "shared") -> optuna.Study:
     return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize", "minimize"], load_if_exists=True)
 
 
-def quiet_lease(study: optuna.Study, lease_s: float = 30.0) -> lease.DriverLease:
-    """A started lease whose thread does not beat during the test: the test moves the clock."""
-    driver = lease.DriverLease(heartbeat_s=3600, lease_s=lease_s)
+def quiet_lease(study: optuna.Study, lease_s: float = 2000.0) -> lease.DriverLease:
+    """A started lease whose threads do not beat during the test: the test moves the clock."""
+    driver = lease.DriverLease(heartbeat_s=lease_s / 2, lease_s=lease_s)
     driver.start(study)
     return driver
 
@@ -66,17 +66,17 @@ def by_state(study: optuna.Study, state: TrialState) -> list[optuna.trial.Frozen
 
 def test_live_drivers_trials_are_left_alone_expired_ones_fail_and_requeue_once(tmp_path):
     study = new_study(sqlite_url(tmp_path))
-    a = quiet_lease(study, lease_s=30)
+    a = quiet_lease(study, lease_s=2000)
     first = asked(study, a, x=0.25)
     beat = lease.records(study._storage, study._study_id)[a.id].heartbeat
-    assert reconcile_running(study, now=beat + 29) == 0  # within the lease: another driver must not touch it
+    assert reconcile_running(study, now=beat + 1999) == 0  # within the lease: another driver must not touch it
     assert reconcile_running(study, own=a.id, now=beat + 300) == 0  # a driver never reconciles its own
     assert by_state(study, TrialState.RUNNING)[0].number == first.number
 
-    assert reconcile_running(study, now=beat + 31) == 1
+    assert reconcile_running(study, now=beat + 2001) == 1
     failed = study._storage.get_trial(first._trial_id)
     assert failed.state == TrialState.FAIL
-    assert "stopped heartbeating; lease of 30 s expired" in failed.user_attrs["fail_reason"]
+    assert "stopped heartbeating; lease of 2000 s expired 1 s ago" in failed.user_attrs["fail_reason"]
     assert f"{socket.gethostname()} pid" in failed.user_attrs["fail_reason"]
     (retry,) = by_state(study, TrialState.WAITING)
     assert retry.user_attrs["retry_of"] == first.number
@@ -85,7 +85,7 @@ def test_live_drivers_trials_are_left_alone_expired_ones_fail_and_requeue_once(t
     again = study.ask()
     assert again.number == retry.number and again.suggest_float("x", 0.0, 1.0) == 0.25
     a.claim(again)
-    assert reconcile_running(study, now=beat + 31) == 1
+    assert reconcile_running(study, now=beat + 2001) == 1
     assert not by_state(study, TrialState.WAITING) and not by_state(study, TrialState.RUNNING)
 
 
@@ -214,12 +214,12 @@ def test_result_of_a_trial_failed_elsewhere_is_kept_in_a_new_trial(tmp_path):
     study = new_study(sqlite_url(tmp_path))
     spec = from_dict(tiny_spec_dict(name="shared"))
     told = []
-    searcher = AskTellSearcher(study, spec, "image", budget=4, max_failed=4, driver=quiet_lease(study, lease_s=10),
+    searcher = AskTellSearcher(study, spec, "image", budget=4, max_failed=4, driver=quiet_lease(study),
                                on_told=told.append)
     searcher.suggest("t")
     (trial,) = searcher.live.values()
     # Another driver decides this one's lease expired (e.g. it was suspended) ...
-    assert reconcile_running(study, now=time.time() + 60) == 1
+    assert reconcile_running(study, now=time.time() + 2100) == 1
     # ... and then its result arrives: no error, nothing lost.
     searcher.on_trial_complete("t", dict(FINITE))
     original, withdrawn, kept = study.get_trials()
@@ -269,7 +269,7 @@ def test_studies_name_their_metrics(tmp_path):
 def test_studies_command_lists_objectives_states_and_live_drivers(tmp_path):
     url = sqlite_url(tmp_path)
     spec = from_dict(tiny_spec_dict(name="alpha"))
-    driver = lease.DriverLease(heartbeat_s=3600)
+    driver = lease.DriverLease(heartbeat_s=1000, lease_s=2000)
     study, _ = open_study(spec, open_storage(url), driver=driver)
     for accuracy in (0.8, 0.9):
         study.tell(study.ask(), [accuracy, 1.0, 2.0])
