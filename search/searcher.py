@@ -249,7 +249,7 @@ class AskTellSearcher(Searcher):
             return
         self.told += 1
         if self.on_told is not None:
-            self.on_told(stored)
+            self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
 
     def close(self, reason: str = INTERRUPTED) -> int:
         """Fail every trial still live (Ctrl-C, driver shutdown) and queue its params for

@@ -143,10 +143,10 @@ def record(
     *,
     reason: str | None = None,
     unsaved: Path | None = None,
-) -> FrozenTrial | None:
+) -> int | None:
     """Store a trial's outcome: COMPLETE with `values`, or FAIL with `reason` (values
-    None), its `attrs` as user attrs. Returns the stored trial holding it (a new one
-    when the trial was finished elsewhere), or None when the storage stayed
+    None), its `attrs` as user attrs. Returns the id of the stored trial holding it (a
+    new one when the trial was finished elsewhere), or None when the storage stayed
     unreachable and the outcome went to the `unsaved` file instead."""
     storage = study._storage
     trial_id = trial._trial_id
@@ -159,7 +159,7 @@ def record(
             retrying(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
         else:
             retrying(lambda: study.tell(trial, values))
-        return retrying(lambda: storage.get_trial(trial_id))
+        return trial_id
     except StorageUnavailable as exc:
         if unsaved is None:
             raise
@@ -170,10 +170,10 @@ def record(
             raise
     stored = retrying(lambda: storage.get_trial(trial_id))
     if values is None:
-        return stored  # it is finished (FAIL) already; nothing is lost by keeping that
+        return trial_id  # it is finished (FAIL) already; nothing is lost by keeping that
     if stored.state == TrialState.COMPLETE and stored.values == list(values):
-        return stored  # our own tell went through on a connection that then dropped
-    return _copy(study, trial.number, trial.params, trial.distributions, values, attrs)
+        return trial_id  # our own tell went through on a connection that then dropped
+    return _copy(study, trial.number, trial.params, trial.distributions, values, attrs)._trial_id
 
 
 # --- outcomes the storage could not take ------------------------------------------
