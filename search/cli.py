@@ -125,9 +125,8 @@ def launch(
                 highlight=False,
             )
 
-    def on_reconciled(trial, reason: str) -> None:
-        requeued = "" if "retry_of" in trial.user_attrs else "; its params are queued again"
-        console.print(f"[yellow]trial {trial.number:>4} FAIL[/] {escape(reason)}{requeued}", highlight=False, soft_wrap=True)
+    def on_reconciled(trial, what: str) -> None:
+        console.print(f"[yellow]trial {trial.number:>4} FAIL[/] {escape(what)}", highlight=False, soft_wrap=True)
 
     summary = launcher.launch(
         spec, storage_url=storage, address=address, on_start=on_start, on_reconciled=on_reconciled,

@@ -69,7 +69,8 @@ def reconcile_running(
 ) -> int:
     """Mark FAIL the RUNNING trials whose driver is gone (its lease expired, or it ended
     without finishing them) and queue each one's params once more; trials of live
-    drivers, and this driver's own (`own`), are left alone. Returns how many."""
+    drivers, and this driver's own (`own`), are left alone. Returns how many;
+    `on_reconciled(trial, what happened)` hears of each."""
     now = time.time() if now is None else now
     drivers = lease.records(study._storage, study._study_id)
     count = 0
@@ -87,11 +88,11 @@ def reconcile_running(
         else:
             reason = f"{INTERRUPTED} ({gone})"
         if tell.fail(study, frozen._trial_id, reason):  # False: another driver got there first
-            if SEED_ATTR in frozen.user_attrs:  # its params were all chosen (not cut off mid-suggest)
-                tell.requeue_once(study, frozen)
+            # Only a point whose params were all chosen (not cut off mid-suggest) runs again.
+            requeued = SEED_ATTR in frozen.user_attrs and tell.requeue_once(study, frozen)
             count += 1
             if on_reconciled is not None:
-                on_reconciled(frozen, reason)
+                on_reconciled(frozen, reason + ("; its params are queued again" if requeued else ""))
     return count
 
 

@@ -73,7 +73,9 @@ def test_live_drivers_trials_are_left_alone_expired_ones_fail_and_requeue_once(t
     assert reconcile_running(study, own=a.id, now=beat + 300) == 0  # a driver never reconciles its own
     assert by_state(study, TrialState.RUNNING)[0].number == first.number
 
-    assert reconcile_running(study, now=beat + 2001) == 1
+    heard = []
+    assert reconcile_running(study, now=beat + 2001, on_reconciled=lambda t, what: heard.append((t.number, what))) == 1
+    assert heard == [(first.number, heard[0][1])] and heard[0][1].endswith("; its params are queued again")
     failed = study._storage.get_trial(first._trial_id)
     assert failed.state == TrialState.FAIL
     assert "stopped heartbeating; lease of 2000 s expired 1 s ago" in failed.user_attrs["fail_reason"]
@@ -85,7 +87,9 @@ def test_live_drivers_trials_are_left_alone_expired_ones_fail_and_requeue_once(t
     again = study.ask()
     assert again.number == retry.number and again.suggest_float("x", 0.0, 1.0) == 0.25
     a.claim(again)
-    assert reconcile_running(study, now=beat + 2001) == 1
+    heard.clear()
+    assert reconcile_running(study, now=beat + 2001, on_reconciled=lambda t, what: heard.append(what)) == 1
+    assert not heard[0].endswith("queued again")
     assert not by_state(study, TrialState.WAITING) and not by_state(study, TrialState.RUNNING)
 
 
