@@ -88,8 +88,10 @@ def watch_local_ray() -> None:
 
     from search import ray_reaper
 
-    node = ray._private.worker._global_node  # the local node ray.init started
-    if node is not None:
+    node = ray._private.worker._global_node
+    # Only a Ray this process started (ray.init may instead join one named by
+    # $RAY_ADDRESS: that one is not ours to end).
+    if node is not None and node.head:
         ray_reaper.watch(node.get_session_dir_path(), os.path.realpath(os.path.dirname(ray.__file__)))
 
 

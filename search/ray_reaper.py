@@ -30,13 +30,22 @@ POLL_S = 1.0
 TERM_GRACE_S = 5.0
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), None if it is gone."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None if it is gone."""
+    stat = _stat(pid)
+    return int(stat[19]) if stat else None
+
+
+def parent(pid: int) -> int | None:
+    stat = _stat(pid)
+    return int(stat[1]) if stat else None
 
 
 def _holds_file_under(pid: int, directory: str) -> bool:
@@ -109,6 +118,8 @@ def run(driver_pid: int, session_dir: str, ray_dir: str) -> None:
     # The session as the driver left ray.init(); once the driver or all of these are
     # gone (a normal ray.shutdown()), whatever of the session is left is an orphan.
     servers = {p: s for p, s in session_processes(session_dir, ray_dir, python).items() if p != driver_pid}
+    if not any(parent(p) == driver_pid for p in servers):
+        return  # the driver did not start this Ray (it joined one): not ours to end
     while _alive(driver_pid, driver_started) and any(_alive(p, s) for p, s in servers.items()):
         time.sleep(POLL_S)
     reap(session_dir, ray_dir, python, exclude={driver_pid})
