@@ -202,16 +202,19 @@ def launch(
     def on_start(study, reconciled: int) -> None:
         from optuna.trial import TrialState
 
+        from search.lease import records
         from search.warmstart import ENQUEUED_ATTR
 
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         fresh = len(study.get_trials(deepcopy=False)) == len(waiting) and not reconciled
         verb = "starting" if fresh and not resume else "resuming"
+        others = sum(r.alive() for r in records(study._storage, study._study_id).values()) - 1  # less this one
         console.print(
             f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
             f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
-            + (f", {reconciled} interrupted trial(s) marked FAIL" if reconciled else ""),
+            + (f", {others} other driver(s) running" if others > 0 else "")
+            + (f", {reconciled} interrupted trial(s) of stopped drivers marked FAIL" if reconciled else ""),
             highlight=False,
             soft_wrap=True,
         )
@@ -238,12 +241,25 @@ def launch(
             highlight=False,
         )
 
+    def on_reconciled(trial, what: str) -> None:
+        progress.note(f"[yellow]trial {trial.number:>4} FAIL[/] {escape(what)}")
+
     with raynoise.quiet(on_stop=on_stop), progress:
         summary = launcher.launch(
             spec, storage_url=storage, address=address, on_start=on_start, on_told=progress.told, enqueue=seeds,
-            drop_unsupported=drop_unsupported, on_preflight=on_preflight,
+            drop_unsupported=drop_unsupported, on_preflight=on_preflight, on_reconciled=on_reconciled,
+            on_notice=lambda text: progress.note(f"[yellow]{escape(text)}[/]"),
         )
     _print_result(summary, spec, storage, progress)
+    if summary.replayed:
+        console.print(f"added {summary.replayed} result(s) an earlier run could not store", highlight=False)
+    if summary.unsaved:
+        console.print(
+            f"[red]the storage did not take {summary.unsaved} result(s):[/] kept in {summary.unsaved_path}; "
+            f"the next `paretune launch {spec_path}{_storage_flag(storage)}` adds them",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
     resume_hint = f"paretune launch {spec_path}" + (f" --name {spec.name}" if name or own_seed else "") + _storage_flag(storage)
     if summary.interrupted:
         console.print(
@@ -361,6 +377,39 @@ def status(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{max(seconds, 0):.0f}s ago"
+
+
+@app.command()
+def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
+    """Every study in the storage: objectives, trials by state, live drivers (host, pid, heartbeat age), last activity."""
+    import time
+
+    from search import studies as overview
+    from search.storage import open_storage, redact, resolve_url
+
+    now = time.time()
+    rows = overview.overview(open_storage(storage), now)
+    console.print(f"{redact(resolve_url(storage))}: {len(rows)} stud{'y' if len(rows) == 1 else 'ies'}", highlight=False, soft_wrap=True)
+    for row in rows:  # a block of short lines per study: readable at any terminal width
+        states = [f"{row.counts[s]} {s}" for s in overview.STATES if row.counts.get(s)]
+        drivers = [f"{d.host} pid {d.pid} (heartbeat {_ago(d.age(now))})" for d in row.drivers]
+        last = (f"{row.last_activity:%Y-%m-%d %H:%M:%S} ({_ago(now - row.last_activity.timestamp())})"
+                if row.last_activity else "-")
+        lines = [
+            f"[bold]{escape(row.name)}[/]  " + ", ".join(f"{escape(name)} {direction[:3]}" for name, direction in row.objectives),
+            f"  trials   {row.trials}" + (": " + ", ".join(states) if states else ""),
+            f"  drivers  {len(drivers)} live" + (": " + ", ".join(escape(d) for d in drivers) if drivers else ""),
+            f"  last     {last}",
+        ]
+        for line in lines:
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 def _storage_flag(storage: Optional[str]) -> str:

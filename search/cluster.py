@@ -9,6 +9,8 @@
   search, spaces, objectives), so worker nodes need Ray, torch and the other
   dependencies but not paretune itself, and always run the driver's version of it.
   Inside a Ray Job (`paretune submit`) the job's runtime_env already carries it.
+- A local Ray is watched by `search.ray_reaper`: if the driver dies without shutting
+  it down (kill -9), the processes of its Ray session are ended too.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def init(address: str | None) -> bool:
     if not address:
         ensure_private_token()
         ray.init(**kwargs)
+        watch_local_ray()
         return True
     runtime_env = None if in_ray_job() else code_runtime_env()
     try:
@@ -77,6 +80,19 @@ def init(address: str | None) -> bool:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--address {address}: cannot join the Ray cluster ({first[:300]})") from None
     return True
+
+
+def watch_local_ray() -> None:
+    """Make sure the local Ray this driver started does not outlive it (search.ray_reaper)."""
+    import ray
+
+    from search import ray_reaper
+
+    node = ray._private.worker._global_node
+    # Only a Ray this process started (ray.init may instead join one named by
+    # $RAY_ADDRESS: that one is not ours to end).
+    if node is not None and node.head:
+        ray_reaper.watch(node.get_session_dir_path(), os.path.realpath(os.path.dirname(ray.__file__)))
 
 
 def check_resource(name: str | None) -> None:

@@ -3,6 +3,10 @@ Optuna ask/tell searcher writing to the Optuna storage.
 
 Order matters for bad input: the spec, the dataset, the Ray address and the storage
 URL are all checked before Ray starts or the study is created.
+
+Several drivers may run one study at once: each holds a lease (`search.lease`), the
+budget is read from the storage (`search.searcher`), and results always land
+(`search.tell`).
 """
 
 from __future__ import annotations
@@ -12,20 +16,23 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster, preflight
+from search import cluster, preflight, tell
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
 from search.errors import UsageError
 from search.plugins import Plugins, dimensions, resolve
 from search.samplers import make_sampler
-from search.searcher import AskTellSearcher, reconcile_running
+from search.lease import DriverLease
+from search.searcher import AskTellSearcher, reconcile_running, settle
 from search.spec import StudySpec
 
 # Tune's default CSV/JSON/TensorBoard loggers cost time per trial and duplicate what
@@ -50,6 +57,10 @@ class LaunchSummary:
     interrupted: bool
     wall_seconds: float
     interrupted_trials: int = 0  # trials still running when the search stopped, stored as FAIL
+    told_this_run: int = 0  # outcomes this driver stored (COMPLETE or FAIL)
+    replayed: int = 0  # outcomes an earlier run could not store, added now
+    unsaved: int = 0  # outcomes the storage would not take: they wait in unsaved_path
+    unsaved_path: str = ""
 
 
 def check_address(address: str | None) -> None:
@@ -67,10 +78,17 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, task_kind: str | None = None) -> tuple[optuna.Study, int]:
+def open_study(
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    task_kind: str | None = None,
+    *,
+    driver: DriverLease | None = None,
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+) -> tuple[optuna.Study, int]:
     """Create or load the study named after the spec in `storage` (from
-    `storage.open_storage`); returns it and the number of trials a dead driver had
-    left RUNNING (now FAIL)."""
+    `storage.open_storage`), start `driver`'s lease in it, and mark FAIL the trials of
+    drivers that are gone; returns the study and how many such trials there were."""
     exists = storages.study_exists(storage, spec.name)
     if exists:
         study = optuna.load_study(study_name=spec.name, storage=storage)
@@ -80,16 +98,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, task_kind:
                 f"study {spec.name!r} exists with objectives {study.user_attrs.get('objectives')}; "
                 "use another name or storage to change objectives"
             )
-    # A resumed sampler gets a new seed: the old one would re-propose the same
-    # start-up trials that are already in the storage.
-    previous = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name))) if exists else 0
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        directions=spec.directions,
-        sampler=make_sampler(spec, spec.seed + previous),
-        load_if_exists=True,
-    )
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions, load_if_exists=True)
     if not exists:
         study.set_user_attr("objectives", spec.objective_names)
         from search.spec import to_toml_dict
@@ -97,7 +106,21 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, task_kind:
         study.set_user_attr("spec", to_toml_dict(spec))
         if task_kind is not None:  # export and retrain read it instead of guessing from the spec
             study.set_user_attr("task_kind", task_kind)
-    return study, reconcile_running(study)
+    if study.metric_names != spec.objective_names:
+        # optuna-dashboard and optuna.visualization label the axes with these.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.objective_names)
+    ordinal = 0
+    if driver is not None:
+        driver.start(study)
+        ordinal = driver.ordinal()
+    # A resumed sampler gets a new seed: the old one would re-propose the start-up
+    # trials already in the storage. Drivers sharing the study each get their own.
+    previous = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(spec, spec.seed + previous + DRIVER_SEED_STRIDE * ordinal)
+    own = driver.id if driver is not None else None
+    return study, reconcile_running(study, own=own, on_reconciled=on_reconciled)
 
 
 def init_ray(address: str | None) -> bool:
@@ -134,14 +157,22 @@ def run_trials(
     shared: dict | None = None,
     plugins: Plugins | None = None,
     target: Callable | None = None,
+    driver: DriverLease | None = None,
+    unsaved: Path | None = None,
 ) -> AskTellSearcher:
     """`shared`: `prepare_study`'s results; `plugins`: the user's code. `target`:
     another function trainable with `trainable`'s signature (the orchestration
-    benchmark times this exact path with a trivial one)."""
+    benchmark times this exact path with a trivial one). `driver`: this driver's
+    lease, started (`open_study`); without one, a lease for this call alone."""
     from ray import tune
 
     from search.trial import trainable
 
+    own_lease = driver is None
+    if own_lease:
+        driver = DriverLease()
+        driver.start(study)
+        driver.on_beat = lambda: reconcile_running(study, own=driver.id)
     budget = spec.budget
     searcher = AskTellSearcher(
         study,
@@ -151,6 +182,8 @@ def run_trials(
         max_failed=budget.max_failed_trials if budget.max_failed_trials is not None else budget.trials,
         on_told=on_told,
         plugins=plugins,
+        driver=driver,
+        unsaved=unsaved,
     )
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     runnable = tune.with_resources(
@@ -176,6 +209,8 @@ def run_trials(
         tuner.fit()
     finally:
         searcher.interrupted_trials = searcher.close()  # the summary counts them
+        if own_lease:
+            driver.stop()
     return searcher
 
 
@@ -190,12 +225,18 @@ def launch(
     drop_unsupported: bool = False,
     on_preflight: Callable[[preflight.PreflightReport], None] | None = None,
     enqueue: Sequence[warmstart.Seed] = (),
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    target: Callable | None = None,
 ) -> LaunchSummary:
     """Run (or resume) the search of `spec` until its budget of COMPLETE trials is in
     the storage. Everything a user can get wrong is checked before Ray starts or the
     storage is written: the spec, the user's code (`plugins`, else what the spec
     references), the data, the preflight of every enabled choice, the address and
-    the storage URL. `enqueue`: known configs to run first (see `search.warmstart`)."""
+    the storage URL. `enqueue`: known configs to run first (see `search.warmstart`).
+    `on_reconciled(trial, reason)`: a trial of a driver that is gone was marked FAIL
+    (at the start, or later from the heartbeat thread while this driver runs).
+    `on_notice(text)`: what the driver is waiting for. `target`: see `run_trials`."""
     started = time.perf_counter()
     plugins = plugins if plugins is not None else resolve(spec)
     task = load_task(spec, plugins.task)
@@ -206,21 +247,32 @@ def launch(
     checked.check()
     spec = checked.spec
     check_address(address)
+    driver = DriverLease()  # a bad $PARETUNE_LEASE_S stops here too
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
+    storages.serialize_sqlite(storage)  # drivers may share it
+    url = storages.resolve_url(storage_url)
     started_ray = init_ray(address)
     try:
         # Needs the cluster's nodes; checked before the study is created or written.
         cluster.check_resource(spec.resources.measure_on)
         study_is_new = not storages.study_exists(storage, spec.name)
-        study, reconciled = open_study(spec, storage, task.kind)
+        study, reconciled = open_study(spec, storage, task.kind, driver=driver, on_reconciled=on_reconciled)
+        driver.on_beat = lambda: reconcile_running(study, own=driver.id, on_reconciled=on_reconciled)
         warmstart.enqueue(study, seeds, study_is_new)
+        unsaved = tell.unsaved_path(spec.name, url)
+        replayed = tell.replay(study, unsaved)
         if on_start is not None:
             on_start(study, reconciled)
         # Done once here; `tune.with_parameters` ships the results to every worker
         # through the object store, so no trial redoes them (e.g. retrains the teacher).
         shared = prepare_study(spec, task, plugins)
-        searcher = run_trials(spec, task, study, on_told=on_told, shared=shared, plugins=plugins)
+        searcher = run_trials(
+            spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
+        )
+        if searcher.exhausted:
+            settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
     finally:
+        driver.stop()
         if started_ray:
             import ray
 
@@ -228,7 +280,7 @@ def launch(
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return LaunchSummary(
         study_name=spec.name,
-        storage_url=storages.resolve_url(storage_url),
+        storage_url=url,
         budget=spec.budget.trials,
         complete=complete,
         failed_this_run=searcher.failed,
@@ -236,4 +288,8 @@ def launch(
         interrupted=not searcher.exhausted,
         wall_seconds=time.perf_counter() - started,
         interrupted_trials=searcher.interrupted_trials,
+        told_this_run=searcher.told,
+        replayed=replayed,
+        unsaved=searcher.unsaved_count,
+        unsaved_path=str(unsaved),
     )

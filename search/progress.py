@@ -38,7 +38,8 @@ from rich.table import Table
 from rich.text import Text
 
 from search import pareto as fronts
-from search.searcher import FAIL_REASON_ATTR, INTERRUPTED
+from search.searcher import INTERRUPTED
+from search.tell import FAIL_REASON_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 TERMINAL_POLL_S = 2.0  # storage reads while the terminal display is up
@@ -179,12 +180,20 @@ class SearchProgress:
                 f"{name}={value:.4g}" + (f" ({source})" if name == "energy_mj" and source else "")
                 for name, value in zip(self.objectives, trial.values)
             )
+            recorded_for = trial.user_attrs.get("recorded_for")  # search.tell: its first trial was failed by another driver
             self.console.print(
-                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}  {escape(self.describe(trial.params))}", **wrap
+                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}  {escape(self.describe(trial.params))}"
+                + (f" (the result of trial {recorded_for}, which another driver had failed)" if recorded_for is not None else ""),
+                **wrap,
             )
         else:
             reason = escape(str(trial.user_attrs.get(FAIL_REASON_ATTR, "")))
             self.console.print(f"[red]trial {trial.number:>4} {trial.state.name}[/] {reason}", **wrap)
+        self._poke.set()
+
+    def note(self, text: str) -> None:
+        """A line of news above the status area (Rich markup), e.g. another driver's trial reconciled."""
+        self.console.print(text, highlight=False, soft_wrap=not self.console.is_terminal)
         self._poke.set()
 
     # --- the periodic tick -----------------------------------------------------------

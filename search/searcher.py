@@ -3,27 +3,33 @@
 Why not `ray.tune.search.optuna.OptunaSearch`: resuming it after a driver crash fails
 on an RDB storage (ray-project/ray#19274), a NaN objective leaves its Optuna trial
 RUNNING forever, and it cannot stop at "N COMPLETE trials". Here the Optuna storage
-is the truth: the budget counts COMPLETE trials in it, every finished Tune trial is
-told exactly once (COMPLETE with finite values, FAIL with a reason otherwise), and
-trials still live when the search stops are marked FAIL.
+is the truth: the budget counts COMPLETE trials in it (every driver's), every
+finished Tune trial is told exactly once (COMPLETE with finite values, FAIL with a
+reason otherwise; `search.tell` makes sure it lands), and trials still live when the
+search stops are marked FAIL with their params queued again. Another driver's RUNNING
+trial is touched only once that driver's lease expired (`search.lease`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from search import lease, tell
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
 from search.samplers import CONSTRAINTS_ATTR
 from search.spec import StudySpec
 
-FAIL_REASON_ATTR = "fail_reason"
+SEED_ATTR = "seed"  # set once a trial's params are all chosen
 INTERRUPTED = "interrupted: the search stopped before this trial finished"
+EXPIRED = "interrupted: its driver ({driver}) stopped heartbeating; lease of {lease_s:g} s expired {late:.0f} s ago"
 
 
 def objective_values(result: dict | None, names: list[str]) -> tuple[list[float] | None, str | None]:
@@ -47,23 +53,89 @@ def objective_values(result: dict | None, names: list[str]) -> tuple[list[float]
     return values, None
 
 
-def fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
-    study.tell(trial, state=TrialState.FAIL)
+def reconcile_running(
+    study: optuna.Study,
+    *,
+    own: str | None = None,
+    now: float | None = None,
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+) -> int:
+    """Mark FAIL the RUNNING trials whose driver is gone (its lease expired, or it ended
+    without finishing them) and queue each one's params once more; trials of live
+    drivers, and this driver's own (`own`), are left alone. Returns how many;
+    `on_reconciled(trial, what happened)` hears of each."""
+    now = time.time() if now is None else now
+    drivers = lease.records(study._storage, study._study_id)
+    count = 0
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if own is not None and frozen.system_attrs.get(lease.DRIVER_ATTR) == own:
+            continue
+        gone = lease.owner_gone(frozen, drivers, now)
+        if gone is None:
+            continue
+        if isinstance(gone, lease.DriverRecord):
+            if gone.ended is not None:
+                reason = f"{INTERRUPTED} (its driver {gone.describe()} ended)"
+            else:
+                reason = EXPIRED.format(driver=gone.describe(), lease_s=gone.lease_s, late=gone.age(now) - gone.lease_s)
+        else:
+            reason = f"{INTERRUPTED} ({gone})"
+        if tell.fail(study, frozen._trial_id, reason):  # False: another driver got there first
+            # Only a point whose params were all chosen (not cut off mid-suggest) runs again.
+            requeued = SEED_ATTR in frozen.user_attrs and tell.requeue_once(study, frozen)
+            count += 1
+            if on_reconciled is not None:
+                on_reconciled(frozen, reason + ("; its params are queued again" if requeued else ""))
+    return count
 
 
-def reconcile_running(study: optuna.Study, reason: str = INTERRUPTED) -> int:
-    """Mark trials a dead driver left RUNNING (or WAITING) as FAIL; returns how many."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-    for frozen in stale:
-        trial = optuna.trial.Trial(study, frozen._trial_id)
-        if frozen.state == TrialState.WAITING:
-            study._storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING)
-        fail(study, trial, reason)
-    return len(stale)
+def settle(
+    study: optuna.Study,
+    own: str,
+    *,
+    poll_s: float = 0.5,
+    on_wait: Callable[[str], None] | None = None,
+    on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+) -> int:
+    """Before a driver leaves: if a driver holding RUNNING trials went quiet (missed
+    heartbeats, lease not run out yet), wait for its lease to expire and reconcile its
+    trials, so a study is never left with trials RUNNING that nobody runs. Drivers
+    still heartbeating finish their own trials. Returns how many were reconciled."""
+    reconciled, announced = 0, False
+    while True:
+        reconciled += reconcile_running(study, own=own, on_reconciled=on_reconciled)
+        now = time.time()
+        drivers = lease.records(study._storage, study._study_id)
+        quiet = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.system_attrs.get(lease.DRIVER_ATTR) != own and lease.owner_silent(t, drivers, now)]
+        if not quiet:
+            return reconciled
+        if on_wait is not None and not announced:
+            owners = {t.system_attrs.get(lease.DRIVER_ATTR) for t in quiet}
+            named = [drivers[o] for o in owners if o in drivers]
+            on_wait(
+                f"waiting for {len(quiet)} RUNNING trial(s) of "
+                + (", ".join(f"{r.describe()} (no heartbeat for {r.age(now):.0f}s, lease {r.lease_s:g}s)" for r in named) or "a driver that has not claimed them yet")
+                + " to be finished or reconciled"
+            )
+            announced = True
+        time.sleep(poll_s)
 
 
 class AskTellSearcher(Searcher):
+    """Asks Optuna for each Tune trial and tells it the result.
+
+    Budget: several drivers may share a study, so the counts come from the storage at
+    each decision, not from this driver's own tally: a new trial is asked only while
+    COMPLETE + RUNNING (every driver's) < budget, and the search ends once COMPLETE >=
+    budget. With N drivers that ends at budget <= COMPLETE <= budget + total
+    concurrency - 1 (trials already running when the budget fills still finish).
+    """
+
+    # While other drivers' trials fill the budget, Tune keeps asking; read the storage
+    # at most this often then.
+    WAIT_POLL_S = 0.5
+
     def __init__(
         self,
         study: optuna.Study,
@@ -74,18 +146,23 @@ class AskTellSearcher(Searcher):
         max_failed: int,
         on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
         plugins: Plugins | None = None,
+        driver: lease.DriverLease | None = None,
+        unsaved: Path | None = None,
     ):
         super().__init__(metric=None, mode=None)
         self.study, self.spec, self.task_kind, self.plugins = study, spec, task_kind, plugins
         self.budget, self.max_failed, self.on_told = budget, max_failed, on_told
-        self.complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.driver, self.unsaved = driver, unsaved
         self.failed = 0  # failures in this run only; earlier ones do not block a resume
+        self.told = 0  # outcomes this driver stored
+        self.unsaved_count = 0  # outcomes that went to the unsaved file
         self.live: dict[str, optuna.Trial] = {}
+        self._waiting_since: float | None = None
 
     def __getstate__(self) -> dict:
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "plugins")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "driver", "plugins")}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage already holds every trial, and resume
@@ -97,46 +174,85 @@ class AskTellSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # objectives come from the study spec, not from Tune
 
+    def _counts(self) -> tuple[int, int]:
+        """COMPLETE and RUNNING trials in the storage (every driver's), read at once: two
+        reads could miss a trial that finished between them and overshoot the budget."""
+        storage, study_id = self.study._storage, self.study._study_id
+        trials = tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        return complete, len(trials) - complete
+
+    @property
+    def complete(self) -> int:
+        """COMPLETE trials in the storage, from every driver."""
+        return self._counts()[0]
+
     @property
     def exhausted(self) -> bool:
-        return self.complete >= self.budget or self.failed >= self.max_failed
+        return self.failed >= self.max_failed or self.complete >= self.budget
 
     def suggest(self, trial_id: str):
-        if self.exhausted:
+        if self.failed >= self.max_failed:
             return Searcher.FINISHED if not self.live else None
-        if self.complete + len(self.live) >= self.budget:
-            return None  # enough in flight; a failure among them frees a slot
-        trial = self.study.ask()
+        if self._waiting_since is not None and time.monotonic() - self._waiting_since < self.WAIT_POLL_S:
+            return None
+        complete, running = self._counts()
+        if complete >= self.budget:
+            return Searcher.FINISHED if not self.live else None
+        if complete + running >= self.budget:
+            # Enough in flight across the drivers; a failure among them frees a slot.
+            self._waiting_since = time.monotonic()
+            return None
+        self._waiting_since = None
+        trial = self._ask_claimed()
         params = suggest_params(trial, self.spec, self.task_kind, self.plugins)
         seed = self.spec.seed + trial.number
-        trial.set_user_attr("seed", seed)
+        tell.retrying(lambda: trial.set_user_attr(SEED_ATTR, seed))
         self.live[trial_id] = trial
         return {"params": params, "seed": seed, "number": trial.number}
+
+    def _ask_claimed(self) -> optuna.Trial:
+        while True:
+            trial = tell.retrying(self.study.ask)
+            if self.driver is None:
+                return trial
+            try:
+                tell.retrying(lambda: self.driver.claim(trial))
+                return trial
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Reconciled as unclaimed before the claim got through (a storage slower
+                # than lease.UNCLAIMED_GRACE_S): it is FAIL now, ask another.
+                continue
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
+        self._waiting_since = None  # decide afresh at the next suggest
         values, reason = objective_values(None if error else result, self.spec.objective_names)
         if error:
             reason = "the trial's worker failed (after retries)"
-        for key, value in stored_attrs(None if error else result).items():
-            trial.set_user_attr(key, value)
+        attrs = stored_attrs(None if error else result)
         if values is None:
-            fail(self.study, trial, reason or "unknown failure")
+            reason = reason or "unknown failure"
             self.failed += 1
-        else:
-            if self.spec.constraints:
-                trial.set_user_attr(CONSTRAINTS_ATTR, [c.violation(result) for c in self.spec.constraints])
-            self.study.tell(trial, values)
-            self.complete += 1
+        elif self.spec.constraints:
+            attrs[CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
+        stored = tell.record(self.study, trial, values, attrs, reason=None if values is not None else reason, unsaved=self.unsaved)
+        if stored is None:
+            self.unsaved_count += 1
+            return
+        self.told += 1
         if self.on_told is not None:
-            self.on_told(self.study._storage.get_trial(trial._trial_id))
+            self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
 
     def close(self, reason: str = INTERRUPTED) -> int:
-        """Fail every trial still live (Ctrl-C, driver shutdown); returns how many."""
+        """Fail every trial still live (Ctrl-C, driver shutdown) and queue its params for
+        the next run; returns how many."""
         count = 0
         for trial_id in list(self.live):
-            fail(self.study, self.live.pop(trial_id), reason)
+            trial = self.live.pop(trial_id)
+            if tell.fail(self.study, trial._trial_id, reason):  # live trials have all their params
+                tell.requeue_once(self.study, self.study._storage.get_trial(trial._trial_id))
             count += 1
         return count

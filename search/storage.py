@@ -51,6 +51,18 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _rdb(url: str, engine_kwargs: dict, create: bool = True) -> RDBStorage:
+    """`create=False`: read-only commands never create Optuna's tables."""
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's error types vary by backend
+        # Drivers started together on a new database race to create Optuna's tables;
+        # the loser finds them made: open again, they are there now.
+        if "already exists" not in str(exc):
+            raise
+        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+
+
 def redact(url: str) -> str:
     """A storage URL with its password replaced by ***."""
     return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
@@ -90,10 +102,8 @@ def open_storage(url: str | None, *, create: bool = True) -> optuna.storages.Bas
             db_path = Path(url[len("sqlite:///") :])
             if db_path.parent != Path("") and not db_path.parent.is_dir():
                 raise UsageError(f"--storage {url}: directory {db_path.parent} does not exist")
-            return RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, skip_table_creation=not create
-            )
-        return RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True}, skip_table_creation=not create)
+            return _rdb(url, {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, create)
+        return _rdb(_with_driver(url), {"pool_pre_ping": True}, create)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
@@ -101,6 +111,31 @@ def open_storage(url: str | None, *, create: bool = True) -> optuna.storages.Bas
         # Never echo a password: the URL may carry one (postgresql://user:pw@host/db).
         shown = redact(url)
         raise UsageError(f"--storage {shown}: cannot open storage ({first[:200].replace(url, shown)})") from None
+
+
+def serialize_sqlite(storage: optuna.storages.BaseStorage) -> None:
+    """For a driver on SQLite: begin every transaction with BEGIN IMMEDIATE.
+
+    pysqlite runs a transaction's first SELECT before its BEGIN, so Optuna's
+    read-then-write steps (RUNNING -> FAIL, taking a queued trial) are not atomic
+    between processes: two drivers reconciling the same trial both "win" and queue it
+    twice. BEGIN IMMEDIATE (SQLAlchemy's recipe for pysqlite) takes the write lock
+    first, so one of them waits and then sees the trial finished. Other storages
+    already lock the row (PostgreSQL) or order writes by a log (JournalStorage).
+    """
+    if not isinstance(storage, RDBStorage) or storage.engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened before the listeners: drop them
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:

@@ -1,13 +1,21 @@
-"""Shared fixtures: one local Ray per test session, tiny fast specs, a CLI runner."""
+"""Shared fixtures: one local Ray per test session, tiny fast specs, a CLI runner, a
+throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.raycluster import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -92,6 +100,52 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+def _pg_bin() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True) + [
+        str(Path(p).parent) for p in filter(None, [shutil.which("initdb")])
+    ]:
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server (initdb + pg_ctl in a temp dir, TCP on 127.0.0.1
+    only, password auth); skipped, saying why, where no PostgreSQL binaries exist."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) installed; .ci/run installs them with CI=true")
+    # initdb refuses to run as root: as root, run the server as the `postgres` user.
+    as_user: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="paretune-pg-"))
+    password = secrets.token_hex(16)
+    (root / "pw").write_text(password)
+    if owner is not None:
+        for path in (root, root / "pw"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    run = lambda *args: subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
+    done = run(str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "paretune", "--pwfile", str(root / "pw"),
+               "--auth", "scram-sha-256", "--no-sync")
+    assert done.returncode == 0, done.stderr
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
+    done = run(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w", "start")
+    assert done.returncode == 0, done.stderr + (root / "log").read_text(errors="replace")
+    try:
+        yield f"postgresql://paretune:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- training and accuracy in one call, for tests of single dimensions ------------------

@@ -35,11 +35,16 @@ def states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
-def start_driver(spec: Path, url: str) -> subprocess.Popen:
+# Short leases: a killed driver's trials may be reconciled a few seconds after it died.
+SHORT_LEASE = {"PARETUNE_HEARTBEAT_S": "1", "PARETUNE_LEASE_S": "4"}
+
+
+def start_driver(spec: Path, url: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     # Its own session, so killing the group takes the driver and the local Ray it started.
     return subprocess.Popen(
-        [sys.executable, "-m", "search", "launch", str(spec), "--storage", url],
+        [sys.executable, "-m", "search", "launch", str(spec), "--storage", url, *args],
         cwd=ROOT,
+        env={**os.environ, **SHORT_LEASE, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,30 +81,45 @@ def test_kill_driver_repeatedly_then_resume_converges(tmp_path):
     for complete_at_kill in KILL_POINTS:
         proc = start_driver(spec, url)
 
+        def own_running() -> list:
+            # Trials this driver runs (an earlier kill's may still be RUNNING until its
+            # lease runs out and this driver reconciles them).
+            mine = f"-{proc.pid}-"
+            return [t for t in states(url, "killed")
+                    if t.state == TrialState.RUNNING and mine in t.system_attrs.get("paretune:driver", "")]
+
         def reached() -> bool:
-            trials = states(url, "killed")
-            complete = sum(t.state == TrialState.COMPLETE for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            return complete >= complete_at_kill and running > 0
+            complete = sum(t.state == TrialState.COMPLETE for t in states(url, "killed"))
+            return complete >= complete_at_kill and bool(own_running())
 
         assert wait_for(reached), proc.communicate()[0][-3000:]
         kill_group(proc)
-        trials = states(url, "killed")
-        matrix.append((complete_at_kill, sum(t.state == TrialState.RUNNING for t in trials)))
+        matrix.append((complete_at_kill, len(own_running())))
     final = subprocess.run(
         [sys.executable, "-m", "search", "launch", str(spec), "--storage", url],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env={**os.environ, **SHORT_LEASE}, capture_output=True, text=True, timeout=600,
     )
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert "resuming" in final.stdout
     trials = states(url, "killed")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == BUDGET
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    # Every trial a kill left RUNNING is FAIL with the reason; none was lost or re-run.
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # Every trial a kill left RUNNING is FAIL with the reason, reconciled once its
+    # driver's lease ran out; its params were queued to run again (once).
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == sum(running for _, running in matrix)
+    # (A kill between asking a trial and claiming it leaves it unclaimed: failed too.)
+    claimed = [t for t in interrupted if "no driver claimed it" not in t.user_attrs["fail_reason"]]
+    assert len(claimed) == sum(running for _, running in matrix)
     assert all(t.user_attrs["fail_reason"].startswith("interrupted") for t in interrupted)
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    # (A kill in the middle of choosing a trial's params leaves no point to run again.)
+    assert {t.number for t in interrupted if "retry_of" not in t.user_attrs and "seed" in t.user_attrs} <= set(retries)
+    for t in interrupted:
+        if t.number in retries:  # a queued retry holds its params as fixed_params until it runs
+            retry = retries[t.number]
+            assert (retry.params or retry.system_attrs["fixed_params"]) == t.params
+    assert all("retry_of" in t.user_attrs for t in trials if t.state == TrialState.WAITING)
     param_sets = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(param_sets)) == len(param_sets)
     # The front is computed from COMPLETE trials only.
@@ -163,14 +183,18 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, output[-3000:]
     assert "resume with:" in output and "paretune launch" in output
     trials = states(url, "ctrlc")
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     assert complete >= 1
+    # The trials Ctrl-C cut short are FAIL, their params queued for the next launch.
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert stopped and sorted(t.user_attrs["retry_of"] for t in waiting) == [t.number for t in stopped]
     # The summary counts what the run stored, the interrupted trials included (they are FAIL).
-    interrupted = sum(t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("interrupted") for t in trials)
-    failed = sum(t.state == TrialState.FAIL for t in trials)
-    assert f"this run stored {len(trials)} trial{'s' if len(trials) != 1 else ''} in " in output, output[-3000:]
-    assert f": {complete} COMPLETE, {failed} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "") in output
+    interrupted = sum(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
+    stored = complete + len(stopped)
+    assert f"this run stored {stored} trial{'s' if stored != 1 else ''} in " in output, output[-3000:]
+    assert f": {complete} COMPLETE, {len(stopped)} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "") in output
     assert "stopping: trials still running will be stored as FAIL (interrupted)" in output
     assert "Tuner.restore" not in output and "checkpoint" not in output
 
@@ -218,12 +242,20 @@ def test_worker_error_is_fail_and_finite_values_complete(searcher):
     assert done.user_attrs["size_kb"] == 3.0
 
 
-def test_close_and_reconcile_leave_nothing_running(searcher):
+def test_close_fails_live_trials_and_queues_their_params(searcher):
     searcher.suggest("a"), searcher.suggest("b")
     assert searcher.close() == 2
-    searcher.study.ask()  # a trial some dead driver left behind
-    assert reconcile_running(searcher.study) == 1
-    assert {t.state for t in searcher.study.get_trials()} == {TrialState.FAIL}
+    failed = searcher.study.get_trials(states=(TrialState.FAIL,))
+    queued = searcher.study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in queued] == [t.number for t in failed] == [0, 1]
+    assert [t.system_attrs["fixed_params"] for t in queued] == [t.params for t in failed]
+    assert all(t.user_attrs["fail_reason"].startswith("interrupted") for t in failed)
+    # Nothing of a driver that is gone is left: an unclaimed RUNNING trial older than a lease.
+    searcher.study.ask()
+    searcher.study.ask()
+    searcher.study.ask()
+    assert reconcile_running(searcher.study, now=time.time() + 3600) == 3
+    assert not searcher.study.get_trials(states=(TrialState.RUNNING,))
 
 
 def test_budget_counts_complete_trials_and_failures_free_slots(searcher):

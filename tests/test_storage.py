@@ -2,21 +2,13 @@
 Optuna's JournalStorage file (the shared-filesystem backend): every trial lands
 COMPLETE, readable by plain Optuna, and a second launch resumes instead of rerunning.
 
-The PostgreSQL server is a throwaway one started here (initdb + pg_ctl in a temp dir,
-TCP on 127.0.0.1 only, password auth); the test is skipped, saying why, only where no
-PostgreSQL binaries are installed (`.ci/run` installs them on CI).
+The PostgreSQL server is a throwaway one (the `postgres_url` fixture in conftest.py:
+initdb + pg_ctl in a temp dir, TCP on 127.0.0.1 only, password auth); the test is
+skipped, saying why, only where no PostgreSQL binaries are installed (`.ci/run`
+installs them on CI).
 """
 
 from __future__ import annotations
-
-import glob
-import os
-import pwd
-import secrets
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import optuna
 import pytest
@@ -27,50 +19,6 @@ from search.spec import from_dict
 from search.storage import SQLITE_TIMEOUT_S, open_storage
 from tests.conftest import tiny_spec_dict
 from tests.raycluster import free_port
-
-
-def _pg_bin() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True) + [
-        str(Path(p).parent) for p in filter(None, [shutil.which("initdb")])
-    ]:
-        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
-            return Path(candidate)
-    return None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) installed; .ci/run installs them with CI=true")
-    # initdb refuses to run as root: as root, run the server as the `postgres` user.
-    as_user: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run the server as")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="paretune-pg-"))
-    password = secrets.token_hex(16)
-    (root / "pw").write_text(password)
-    if owner is not None:
-        for path in (root, root / "pw"):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = free_port()
-    run = lambda *args: subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
-    done = run(str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "paretune", "--pwfile", str(root / "pw"),
-               "--auth", "scram-sha-256", "--no-sync")
-    assert done.returncode == 0, done.stderr
-    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
-    done = run(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w", "start")
-    assert done.returncode == 0, done.stderr + (root / "log").read_text(errors="replace")
-    try:
-        yield f"postgresql://paretune:{password}@127.0.0.1:{port}/postgres"
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _search_and_resume(url: str, name: str) -> None:
