@@ -78,6 +78,10 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot connect ({exc.strerror or exc})") from None
 
 
+# Sampler seeds of drivers that share a study are this far apart (see `open_study`).
+DRIVER_SEED_STRIDE = 100_003
+
+
 def open_study(
     spec: StudySpec,
     storage: optuna.storages.BaseStorage,
