@@ -160,7 +160,7 @@ def launch(
     ),
     enqueue: Optional[list[Path]] = typer.Option(
         None, "--enqueue", metavar="FILE",
-        help="Run the [params] of this exported config first (repeatable): a warm start from known configs.",
+        help="Run the params table of this exported config first (repeatable): a warm start from known configs.",
     ),
     progress_every: float = typer.Option(
         30.0, "--progress-every", min=1.0, metavar="SECONDS",
