@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -114,7 +115,8 @@ def trace(model, example, check_batches, scaling=None, *, optimize: bool = False
     deployable = model.eval() if scaling is None else nn.Sequential(scaling.module(), model).eval()
     raw_example = _raw([(example, None)], scaling)[0][0]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # int8 scales read as constants: intended
             traced = torch.jit.trace(deployable, raw_example, check_trace=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
         return None, f"torch.jit.trace failed ({first_line(exc)[:200]})"
