@@ -5,10 +5,13 @@ A large square matmul (512³ MACs) in each arithmetic a deployed model can use, 
 like a model (warm-up, then the median of timed calls), in interleaved rounds so the
 shared machine's drifts hit every kernel alike:
 
-- fp32: `torch.mm` (oneDNN/MKL sgemm);
-- int8: `torch._int_mm` (s8×s8→s32, oneDNN; VNNI where the CPU has it);
-- int8 ONNX Runtime: one `MatMulInteger` node (u8×s8→s32, MLAS), the kernel family
-  ONNX Runtime's int8 convolutions and matmuls run on.
+- fp32: `torch.mm` (oneDNN/MKL sgemm) and one ONNX Runtime `MatMul` node (MLAS sgemm,
+  the kernel family ONNX Runtime's float convolutions run on);
+- int8: `torch._int_mm` (s8×s8→s32, oneDNN; VNNI where the CPU has it) and one ONNX
+  Runtime `MatMulInteger` node (u8×s8→s32, MLAS), the kernels ONNX Runtime's int8
+  convolutions and matmuls run on.
+
+A precision's peak is the faster of its two kernels.
 """
 
 from __future__ import annotations
@@ -23,23 +26,30 @@ import torch
 SIZE = 512
 
 
-def _ort_matmul_integer(size: int) -> Callable[[], object]:
+def _ort_matmul(size: int, integer: bool) -> Callable[[], object]:
+    """One ONNX Runtime matmul node, `size`³ MACs: MatMulInteger (u8 × s8 → s32) or MatMul (fp32)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.integers(-128, 128, (size, size), dtype=np.int8), "B")
+    if integer:
+        weight = rng.integers(-128, 128, (size, size), dtype=np.int8)
+        activations = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        op, types = "MatMulInteger", (TensorProto.UINT8, TensorProto.INT32)
+    else:
+        weight = rng.standard_normal((size, size), dtype=np.float32)
+        activations = rng.standard_normal((size, size), dtype=np.float32)
+        op, types = "MatMul", (TensorProto.FLOAT, TensorProto.FLOAT)
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "peak",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [size, size])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, [size, size])], [weight],
+        [helper.make_node(op, ["A", "B"], ["Y"])], "peak",
+        [helper.make_tensor_value_info("A", types[0], [size, size])],
+        [helper.make_tensor_value_info("Y", types[1], [size, size])], [numpy_helper.from_array(weight, "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    activations = rng.integers(0, 256, (size, size), dtype=np.uint8)
     return lambda: session.run(None, {"A": activations})
 
 
@@ -50,8 +60,9 @@ def kernels(size: int = SIZE) -> dict[str, Callable[[], object]]:
     b8 = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator)
     return {
         "fp32 torch.mm": lambda: torch.mm(a, b),
+        "fp32 ONNX Runtime MatMul": _ort_matmul(size, integer=False),
         "int8 torch._int_mm": lambda: torch._int_mm(a8, b8),
-        "int8 ONNX Runtime MatMulInteger": _ort_matmul_integer(size),
+        "int8 ONNX Runtime MatMulInteger": _ort_matmul(size, integer=True),
     }
 
 
@@ -85,7 +96,6 @@ def measure(rounds: int = 3, calls: int = 20, size: int = SIZE) -> dict[str, dic
 
 
 def peaks(measured: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The peak each precision is read against: fp32 from torch.mm, int8 the faster of
-    the two int8 kernels."""
-    int8 = max(v["gmac_per_s"] for k, v in measured.items() if k.startswith("int8"))
-    return {"fp32": measured["fp32 torch.mm"]["gmac_per_s"], "int8": int8}
+    """The peak each precision is read against: the faster of its kernels."""
+    return {precision: max(v["gmac_per_s"] for k, v in measured.items() if k.startswith(precision))
+            for precision in ("fp32", "int8")}
