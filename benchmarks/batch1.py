@@ -4,9 +4,10 @@ ship, with the machine's peak beside it (a section of the compression benchmark)
 Each variant is built by the same functions a trial uses (`spaces.quantization.apply`,
 `spaces.runtime.apply`) from one trained float model, then all are timed in
 interleaved rounds (round r times every variant once: median of `repeats` calls after
-warm-up, one thread, under the per-node measurement lock); a variant's figure is the
-median over rounds, its spread (max - min) / median over rounds. Interleaving lets
-the shared machine's drifts hit every variant alike.
+warm-up, one thread, under the per-node measurement lock); a variant's latency is the
+median over rounds, its spread (max - min) / median over rounds, and each speed-up
+the median over rounds of that round's ratio (paired, as in the stability
+benchmark), so the shared machine's drifts between rounds cancel.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def build(float_model: nn.Module, example: torch.Tensor, calibration: list[torch
     return runners
 
 
-def time_interleaved(runners: dict, input_shape: tuple, rounds: int, repeats: int) -> dict[tuple, tuple[float, float]]:
-    """(median over rounds, spread) of each runner's batch-1 latency in ms."""
+def time_interleaved(runners: dict, input_shape: tuple, rounds: int, repeats: int) -> dict[tuple, list[float]]:
+    """Each runner's batch-1 latency in ms, one value per interleaved round."""
     from objectives import latency
 
     per_round: dict[tuple, list[float]] = {key: [] for key in runners}
@@ -73,7 +74,12 @@ def time_interleaved(runners: dict, input_shape: tuple, rounds: int, repeats: in
             for key, (runner, _) in runners.items():
                 per_round[key].append(latency.measure(runner, input_shape, threads=1, batch_size=1, warmup=20,
                                                       repeats=repeats).value)
-    return {key: (statistics.median(v), (max(v) - min(v)) / statistics.median(v)) for key, v in per_round.items()}
+    return per_round
+
+
+def paired_speedup(base: list[float], other: list[float]) -> float:
+    """Median over rounds of base / other, each ratio within one round."""
+    return statistics.median(b / o for b, o in zip(base, other))
 
 
 def rows(label: str, float_model: nn.Module, task, peaks: dict[str, float], rounds: int, repeats: int) -> list[list]:
@@ -86,15 +92,16 @@ def rows(label: str, float_model: nn.Module, task, peaks: dict[str, float], roun
     runners = build(float_model, example, calibration_batches(task, 8, seed=0))
     timed = time_interleaved(runners, task.input_shape, rounds, repeats)
     test = loader(task.test, 512)
-    eager = timed[("eager", "fp32")][0]
     out = []
     for (name, precision), (runner, model) in runners.items():
-        ms, spread = timed[(name, precision)]
+        rounds_ms = timed[(name, precision)]
+        ms = statistics.median(rounds_ms)
         gmacs = macs / (ms * 1e6)
         peak = peaks["int8" if precision.startswith("int8") else "fp32"]
         out.append([
-            f"{label} ({macs / 1e6:.2f} M MACs)", name, precision, ms, 100 * spread, eager / ms,
-            timed[(name, "fp32")][0] / ms, gmacs, 100 * gmacs / peak, int8_kernels(runner),
-            100 * accuracy.measure(runner, test).value, shipped_kb(runner, model),
+            f"{label} ({macs / 1e6:.2f} M MACs)", name, precision, ms, 100 * (max(rounds_ms) - min(rounds_ms)) / ms,
+            paired_speedup(timed[("eager", "fp32")], rounds_ms), paired_speedup(timed[(name, "fp32")], rounds_ms),
+            gmacs, 100 * gmacs / peak, int8_kernels(runner), 100 * accuracy.measure(runner, test).value,
+            shipped_kb(runner, model),
         ])
     return out

@@ -203,7 +203,8 @@ def batch1_table(size: dict, task, cnn_model, cpu: str, flags: str, peaks: dict)
             f"each model trained once ({size['epochs']} epochs); every variant built from it by the trial's own "
             "quantization and runtime functions; latency = median over "
             f"{size['rounds']} interleaved rounds of each round's median of {size['repeats'] * 2} calls (batch 1, "
-            "1 thread, measurement lock); spread = (max - min) / median over rounds.",
+            "1 thread, measurement lock); spread = (max - min) / median over rounds; speed-ups = median over rounds "
+            "of the ratio within each round (paired: drifts between rounds cancel).",
             "× same-runtime fp32 > 1 means int8 pays on that runtime; a search measures every (runtime, precision) "
             "pair, so its front keeps fp32 where int8 is slower.",
             f"GMAC/s = float-model MACs / latency; % of peak against this machine's one-thread matmul peak "

@@ -5,7 +5,8 @@ trial config with `suggest_params(FixedTrial(params), ...)` (the dimension regis
 pipeline again (train → prune → quantize) with the recorded seed, measures on the
 *test* split, and writes to `out_dir`:
 
-- `model.pt`: TorchScript (`torch.jit.trace`) of the final model, int8 ones included;
+- `model.pt`: TorchScript of the final model, int8 ones included, traced and frozen
+  (the form the `torchscript` runtime measures) and read back from its saved bytes;
   load it with `torch.jit.load("model.pt")`, no project code needed. If tracing
   fails, or the traced model disagrees with the original, there is no `model.pt` and
   the card says why.
@@ -16,7 +17,9 @@ pipeline again (train → prune → quantize) with the recorded seed, measures o
   the model is quantized (the weights before int8 conversion).
 - `config.toml`: a copy of the exported config.
 - `model_card.json` and `model_card.md`: test-split values next to the search-time
-  (validation split) values of every objective, the other metrics, and the hardware of both runs.
+  (validation split) values of every objective, the other metrics, and the hardware of
+  both runs; and the latency of what ships: the primary artifact loaded back from
+  `out_dir` and timed on its runtime, beside the search-time value and its runtime.
 """
 
 from __future__ import annotations
@@ -140,8 +143,6 @@ def trace(model, example, check_batches, scaling=None, *, optimize: bool = False
 
 def _frozen(traced, optimize: bool):
     import torch
-
-    from spaces.quantization import is_quantized
 
     frozen = torch.jit.freeze(traced.eval())
     # optimize_for_inference rewrites float convolutions for MKLDNN; int8 graphs keep theirs.
@@ -364,6 +365,8 @@ def card_markdown(card: dict) -> str:
     shape = ", ".join(map(str, task["input_shape"]))
     if art["format"] in LOADERS:
         lines += _usage(art, shape)
+        if art.get("note"):
+            lines += ["", f"Note: {art['note']}."]
         if "torchscript" in art and art["torchscript"]["format"] in LOADERS:
             lines += ["", f"The torch model is also in `{art['torchscript']['file']}` (TorchScript)."]
     else:
