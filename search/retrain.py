@@ -217,7 +217,8 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
         "retrained": {"runtime": metrics.get("runtime"), "latency_ms": metrics.get("latency_ms"), "split": "test",
                       "how": "the retrained model on the trial's runtime, in this run"},
         "artifact": ({"file": artifact["file"], "runtime": artifact.get("runtime"), "latency_ms": artifact.get("latency_ms"),
-                      "how": artifact.get("latency_how")} if "latency_ms" in artifact else None),
+                      "how": artifact.get("latency_how"), "raw_inputs": bool(artifact.get("raw_inputs"))}
+                     if "latency_ms" in artifact else None),
     }
     return _jsonable({
         "model": _model_section(spec, config),
@@ -428,6 +429,9 @@ def latency_lines(shipped: dict | None) -> list[str]:
     lines += [f"| {label} | {_fmt(row.get('runtime'))} | {_fmt(row.get('latency_ms'))} | {row.get('how') or '–'} |"
               for label, row in rows]
     artifact, search = shipped.get("artifact"), shipped["search"]
+    if artifact and artifact.get("raw_inputs"):
+        lines += ["", f"`{artifact['file']}` takes raw inputs: its first layer, the task's input scaling, is part of "
+                      "its latency (the search timed the model on scaled inputs)."]
     if artifact and search.get("runtime") and artifact.get("runtime") != search["runtime"]:
         lines += ["", f"The search measured this trial on {search['runtime']}; `{artifact['file']}` runs on "
                       f"{artifact['runtime']}: its own row is the latency to expect."]
