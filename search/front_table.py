@@ -2,7 +2,9 @@
 `paretune launch` print.
 
 Rows are the front best first by the first objective; the knee (the default pick of
-`paretune export`) is starred and bold. On a terminal the table fits its width: when
+`paretune export`) is starred and bold, and the line under the table says which front
+trials it was taken among (those of useful accuracy) and what it trades against the
+most accurate one. On a terminal the table fits its width: when
 the full table is wider, the per-dimension columns (model, pruning, quantization,
 runtime) are first merged into one (`config`), then `size_kb` and then that column are left out, and a note
 below the table says so; a word is never cut. Elsewhere (a pipe, a CI log) every
