@@ -53,18 +53,15 @@ def to_markdown(table: Table) -> str:
 
 def machine() -> dict:
     """What the figures were taken on; the load average says how busy it was."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     import optuna
     import ray
     import torch
 
+    from search.hardware import cpu_flags, cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),

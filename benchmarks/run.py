@@ -59,6 +59,7 @@ def write(out: Path, header: dict, tables: list, seconds: dict[str, float]) -> N
         f"Command: `{header['command']}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, load average {machine['load_average_1m']} at the start; "
+        f"CPU flags: {machine.get('cpu_flags') or 'none listed'}; "
         f"Python {machine['python']}, torch {machine['torch']}, Ray {machine['ray']}, Optuna {machine['optuna']}.",
         "",
         "Seconds per benchmark: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".",

@@ -141,13 +141,17 @@ def _study(study: optuna.Study | str, storage: str | None) -> optuna.Study:
     return load_study(storage, study)
 
 
-def front(study: optuna.Study | str, *, storage: str | None = None, reference: dict[str, float] | None = None):
+def front(
+    study: optuna.Study | str, *, storage: str | None = None, reference: dict[str, float] | None = None,
+    accuracy_within: float = 0.05,
+):
     """The Pareto front of the study's feasible trials (COMPLETE, finite, no constraint
-    violated), its hypervolume and reference point: a `search.pareto.FrontReport`.
-    `study`: an Optuna study or a study name in `storage`."""
+    violated), its hypervolume, reference point and knee: a `search.pareto.FrontReport`.
+    `study`: an Optuna study or a study name in `storage`; `accuracy_within`: the knee
+    is taken among front trials within this of the best accuracy (0.05 = 5 pp)."""
     from search import pareto
 
-    return pareto.report(_study(study, storage), reference)
+    return pareto.report(_study(study, storage), reference, accuracy_within)
 
 
 def export(
@@ -157,19 +161,22 @@ def export(
     storage: str | None = None,
     pick: str = "knee",
     where: Iterable[str] = (),
+    accuracy_within: float = 0.05,
 ) -> Path:
     """Write one front trial as a runnable spec with its params pinned (what `paretune
     train` retrains); returns the path. `pick`: knee, max:NAME, min:NAME or
-    weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'."""
+    weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'; `accuracy_within`:
+    the knee is taken among front trials within this of the best accuracy."""
     from search import exporter, pareto
     from search.storage import resolve_url
 
     loaded = _study(study, storage)
     rule = pareto.Pick.parse(pick)
     filters = [pareto.Filter.parse(w) for w in where]
-    chosen = pareto.pick(loaded, rule, filters)
+    chosen = pareto.pick(loaded, rule, filters, accuracy_within)
     url = resolve_url(storage) if storage or not isinstance(study, optuna.Study) else _storage_url(loaded)
-    return exporter.export(loaded, chosen, url, out, pick=str(rule) + "".join(f" where {f}" for f in filters))
+    how = pareto.pick_words(rule, accuracy_within)
+    return exporter.export(loaded, chosen, url, out, pick=how + "".join(f" where {f}" for f in filters))
 
 
 def _storage_url(study: optuna.Study) -> str:

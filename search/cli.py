@@ -27,6 +27,10 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+WITHIN_HELP = (
+    "The knee is taken among front trials whose accuracy is within this of the most accurate front trial "
+    "(a fraction: 0.05 = 5 percentage points; 1 = every front trial), so it is never a near-chance model."
+)
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
 
@@ -66,6 +70,11 @@ def _print_preflight(report) -> None:
     for check in report.dropped:
         err_console.print(
             f"warning: searching without {check.key} {check.choice!r}: {check.detail}", highlight=False, markup=False, soft_wrap=True
+        )
+    for key, choice in report.fallbacks:
+        err_console.print(
+            f"warning: {key}: no choice works on this model; searching {choice!r} instead", highlight=False, markup=False,
+            soft_wrap=True,
         )
 
 
@@ -435,6 +444,7 @@ def front(
         help="Hypervolume reference point, e.g. 'accuracy=0,latency_ms=5,energy_mj=20'. Objectives left out: "
         "their worst feasible value widened by 10% of their range.",
     ),
+    accuracy_within: float = typer.Option(0.05, "--accuracy-within", metavar="FRACTION", help=WITHIN_HELP),
 ) -> None:
     """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, and plots."""
     import json
@@ -448,8 +458,9 @@ def front(
 
         check_path(plot)
     given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
+    fronts.check_within(accuracy_within)
     study = load_study(storage, name)
-    report = fronts.report(study, given)
+    report = fronts.report(study, given, accuracy_within)
     objectives = report.objectives
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
@@ -488,6 +499,7 @@ def export(
         None, "--where", help="Filter, repeatable: 'latency_ms<=1.5', 'accuracy>=0.95', 'family==mlp' (objective, user attr or param)."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out even if it holds another study's or trial's config."),
+    accuracy_within: float = typer.Option(0.05, "--accuracy-within", metavar="FRACTION", help=WITHIN_HELP),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
     from search import exporter
@@ -497,18 +509,20 @@ def export(
     out = out if out is not None else Path(f"{name}-best.toml")
     rule = fronts.Pick.parse(pick)
     filters = [fronts.Filter.parse(w) for w in where or []]
+    fronts.check_within(accuracy_within)
     if out.parent != Path("") and not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; name the file to write, e.g. {out / (name + '-best.toml')}")
     study = load_study(storage, name)
-    chosen = fronts.pick(study, rule, filters)
+    chosen = fronts.pick(study, rule, filters, accuracy_within)
+    how = fronts.pick_words(rule, accuracy_within)
     exporter.export(
-        study, chosen, resolve_url(storage), out, pick=str(rule) + "".join(f" where {f}" for f in filters), force=force
+        study, chosen, resolve_url(storage), out, pick=how + "".join(f" where {f}" for f in filters), force=force
     )
     objectives = fronts.objectives_of(study)
     console.print(
-        f"exported trial {chosen.number} ({rule}"
+        f"exported trial {chosen.number} ({how}"
         + (f", where {' and '.join(map(str, filters))}" if filters else "")
         + f") to {out}: "
         + " ".join(f"{n}={v:.4g}" for n, v in zip(objectives.names, chosen.values))
@@ -516,6 +530,9 @@ def export(
         highlight=False,
         soft_wrap=True,
     )
+    trade = fronts.trade_words(fronts.study_front(study), chosen, objectives)
+    if trade:
+        console.print(f"trade: {trade}", highlight=False, soft_wrap=True)
     console.print(f"next: paretune train {out} --out {out.with_name(out.stem + '_model')}/", highlight=False, soft_wrap=True)
 
 
@@ -562,6 +579,13 @@ def train(
             highlight=False,
             soft_wrap=True,
         )
+    shipped = card.get("latency") or {}
+    if shipped.get("artifact"):
+        art, search = shipped["artifact"], shipped["search"]
+        during = (f"; during the search {retrainer._fmt(search['latency_ms'])} ms on {search['runtime']}"
+                  if search.get("latency_ms") is not None else "")
+        console.print(f"latency of {art['file']} as shipped ({art['runtime']}): {art['latency_ms']:.4g} ms{during}",
+                      highlight=False, soft_wrap=True)
     console.print(f"model card: {out / retrainer.CARD_MD} and {out / retrainer.CARD_JSON}", highlight=False, soft_wrap=True)
 
 

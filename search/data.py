@@ -103,9 +103,12 @@ class RawInputs(torch.nn.Module):
         super().__init__()
         self.register_buffer("offset", torch.as_tensor(scaling.offset, dtype=torch.float32))
         self.register_buffer("divisor", torch.as_tensor(scaling.divisor, dtype=torch.float32))
+        # A zero offset (images: x / 255) needs no subtraction: one op less per call,
+        # which is a measurable share of a tiny model's batch-1 latency.
+        self.centered = not bool(torch.any(self.offset != 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.offset) / self.divisor
+        return (x if self.centered else x - self.offset) / self.divisor
 
 
 class _Batch(tuple):

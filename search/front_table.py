@@ -2,7 +2,9 @@
 `paretune launch` print.
 
 Rows are the front best first by the first objective; the knee (the default pick of
-`paretune export`) is starred and bold. On a terminal the table fits its width: when
+`paretune export`) is starred and bold, and the line under the table says which front
+trials it was taken among (those of useful accuracy) and what it trades against the
+most accurate one. On a terminal the table fits its width: when
 the full table is wider, the per-dimension columns (model, pruning, quantization,
 runtime) are first merged into one (`config`), then `size_kb` and then that column are left out, and a note
 below the table says so; a word is never cut. Elsewhere (a pipe, a CI log) every
@@ -120,15 +122,26 @@ def print_front(console: Console, report: FrontReport) -> None:
         Console(file=console.file, width=natural, color_system=None, highlight=False).print(table)
     else:
         console.print(table)
-    knee = report.knee
-    console.print(
-        f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point; what `paretune export` picks by default",
-        highlight=False,
-        soft_wrap=not console.is_terminal,
-    )
+    console.print(knee_line(report), highlight=False, soft_wrap=not console.is_terminal)
     if note:
         console.print(f"({note} to fit {console.width} columns; `paretune front --json` has every field)",
                       highlight=False, soft_wrap=not console.is_terminal)
+
+
+def knee_line(report: FrontReport) -> str:
+    """What the star means, which trials the knee was taken among, and what it trades."""
+    from search.pareto import trade_words
+
+    knee = report.knee
+    useful = report.useful()
+    left_out = len(report.front) - len(useful)
+    among = (
+        f"among the {len(useful)} front trials within {100 * report.accuracy_within:g} pp of the best accuracy "
+        f"({left_out} left out)" if left_out else "on the front"
+    )
+    trade = trade_words(report.front, knee, report.objectives)
+    return (f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point {among}; what `paretune export` picks by default"
+            + (f"; {trade}" if trade else ""))
 
 
 def print_hypervolume(console: Console, report: FrontReport, given: dict[str, float] | None = None) -> None:

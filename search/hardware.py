@@ -20,6 +20,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU flags that decide how fast small-model inference can run: SIMD width, int8
+# dot products (VNNI), bf16, AMX tiles.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+def cpu_flags() -> str:
+    """The machine's SIMD-relevant CPU flags, space-separated ("avx2 fma avx512f ...");
+    empty where /proc/cpuinfo has none (macOS, some containers)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    present = set(line.split(":", 1)[1].split())
+                    return " ".join(flag for flag in SIMD_FLAGS if flag in present)
+    except OSError:
+        pass
+    return ""
+
+
 def node_ip() -> str:
     try:
         import ray
@@ -58,6 +78,7 @@ def describe() -> dict:
         "node_ip": node_ip(),
         "node_id": node_id(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_version": torch.__version__,
         "quantized_engine": torch.backends.quantized.engine,

@@ -50,17 +50,25 @@ class TrialMetrics:
     measure_seconds: float = _field("measure", export=False)
     split: str = _field("measure", export=False)
     train_device: str = _field("measure", default="cpu")
+    # Achieved compute: MACs of the float model × batch size / latency, in GMAC/s
+    # (benchmarks/compression.py measures the machine's peak beside it).
+    gmac_per_s: float = _field("measure", card=True, default=0.0)
+    # int8 kernels in the graph the runtime executes (after freezing / graph
+    # optimization): 0 means the deployed model computes in float.
+    int8_kernels: int = _field("measure", card=True, default=0)
     teacher_source: str | None = _field("measure", export=False, default=None)
     hostname: str = _field("node", default="")
     node_ip: str = _field("node", export=False, default="")
     node_id: str = _field("node", export=False, default="")
     cpu_model: str = _field("node", default="")
+    cpu_flags: str = _field("node", default="")
     cpu_count: int | None = _field("node", default=None)
     torch_version: str = _field("node", default="")
     quantized_engine: str = _field("node", default="")
     measured_on: str = _field("node", export=False, default="")
     measure_host: str = _field("node", export=False, default="")
     measure_cpu_model: str = _field("node", export=False, default="")
+    measure_cpu_flags: str = _field("node", export=False, default="")
     gpu_model: str | None = _field("node", default=None)
     task_metrics: dict[str, float] = field(default_factory=dict, metadata={"group": "task", "export": True, "card": True})
 
@@ -91,7 +99,7 @@ def keys(*, group: str | None = None, export: bool | None = None, card: bool | N
 
 OBJECTIVE_KEYS = keys(group="objective")
 NODE_KEYS = keys(group="node")
-HARDWARE_KEYS = ("hostname", "cpu_model", "gpu_model", "cpu_count", "torch_version", "quantized_engine",
+HARDWARE_KEYS = ("hostname", "cpu_model", "cpu_flags", "gpu_model", "cpu_count", "torch_version", "quantized_engine",
                  "measure_device", "measure_threads", "measure_batch_size")
 
 

@@ -10,8 +10,12 @@
   against a reference point: for each objective the worst value among feasible
   trials, widened by 10% of the objective's range (10% of |worst| when the range is
   zero, 0.1 when that is zero too), or the user's value where one is given.
-- The knee: the front trial nearest the ideal point, each objective normalized to
-  [0, 1] over the front (ties: the lower trial number); `export`'s default pick.
+- The knee: among the front trials of *useful* accuracy (within `accuracy_within`,
+  default 0.05 = 5 pp, of the most accurate front trial), the one nearest the ideal
+  point, each objective normalized to [0, 1] over those trials (ties: the lower trial
+  number); `export`'s default pick. Without the accuracy rule a near-chance model that
+  is merely fastest can be nearest the ideal point (every other objective at its best,
+  accuracy at its worst); `accuracy_within=1` turns the rule off.
 - Pick rules: `knee` (default), `max:NAME`, `min:NAME`, `weights:a=1,b=0.5`; filters
   `NAME<=x`, `NAME>=x`, `NAME<x`, `NAME>x`, `NAME==x`, `NAME!=x` on objectives, user
   attrs or params. Filters select among feasible trials first; the rule then picks
@@ -34,6 +38,9 @@ from search.errors import UsageError
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 WIDEN = 0.1
+# The knee considers front trials within this of the most accurate front trial's
+# accuracy (a fraction: 0.05 is 5 percentage points); `--accuracy-within` sets it.
+ACCURACY_WITHIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,7 @@ class FrontReport:
     # params -> {column: words} per dimension ("model": "cnn", "pruning": "structured 0.42"),
     # from the study's recorded spec; None for a lookup-table study (its params are the words)
     describe: Callable[[dict], dict[str, str]] | None = None
+    accuracy_within: float = ACCURACY_WITHIN  # the knee's useful-accuracy rule
 
     def excluded(self) -> dict[str, int]:
         """Why trials are not feasible, counted ({"FAIL": 2, "violates constraints": 1})."""
@@ -258,7 +266,11 @@ class FrontReport:
 
     @property
     def knee(self) -> FrozenTrial | None:
-        return knee(self.front, self.objectives)
+        return knee(self.front, self.objectives, self.accuracy_within)
+
+    def useful(self) -> list[FrozenTrial]:
+        """The front trials the knee is taken among (see `useful`)."""
+        return useful(self.front, self.objectives, self.accuracy_within)
 
     def rows(self) -> list[FrozenTrial]:
         """The front best first by the first objective (then by trial number): the order
@@ -276,11 +288,15 @@ class FrontReport:
             "hypervolume": self.hypervolume,
             "reference_point": dict(zip(self.objectives.names, self.reference)),
             "knee": knee_trial.number if knee_trial is not None else None,
+            "accuracy_within": self.accuracy_within,
+            "knee_trade": trade_words(self.front, knee_trial, self.objectives) if knee_trial is not None else None,
             "trials": [trial_record(t, self.objectives) for t in self.rows()],
         }
 
 
-def report(study: optuna.Study, reference: dict[str, float] | None = None) -> FrontReport:
+def report(
+    study: optuna.Study, reference: dict[str, float] | None = None, accuracy_within: float = ACCURACY_WITHIN
+) -> FrontReport:
     objectives = objectives_of(study)
     trials = study.get_trials(deepcopy=False)
     constraints = _spec_constraints(study)
@@ -290,7 +306,8 @@ def report(study: optuna.Study, reference: dict[str, float] | None = None) -> Fr
         objectives.index(name, "--reference")
     ref = reference_point(feasible, objectives, reference) if feasible else []
     hv = hypervolume(front, objectives, ref) if ref else 0.0
-    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints, describer(study))
+    check_within(accuracy_within)
+    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints, describer(study), accuracy_within)
 
 
 def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
@@ -443,9 +460,53 @@ def _argbest(scores: np.ndarray, front: list[FrozenTrial], tiebreak: np.ndarray)
     return front[order[0]]
 
 
-def knee(front: list[FrozenTrial], objectives: Objectives) -> FrozenTrial | None:
-    """The front trial nearest the ideal point (see `knee_distances`); None for an empty front."""
-    return pick_from(front, Pick("knee"), objectives) if front else None
+def accuracy_of(trial: FrozenTrial, objectives: Objectives) -> float | None:
+    """The trial's accuracy: its objective value, else its measured user attr."""
+    value = _number(lookup(trial, "accuracy", objectives))
+    return None if math.isnan(value) else value
+
+
+def check_within(accuracy_within: float) -> float:
+    if not (isinstance(accuracy_within, (int, float)) and 0 <= accuracy_within <= 1):
+        raise UsageError(f"--accuracy-within {accuracy_within!r}: must be between 0 and 1 (0.05 = 5 percentage points)")
+    return float(accuracy_within)
+
+
+def useful(front: list[FrozenTrial], objectives: Objectives, accuracy_within: float = ACCURACY_WITHIN) -> list[FrozenTrial]:
+    """The front trials whose accuracy is within `accuracy_within` of the most accurate
+    front trial's; the whole front where its trials carry no accuracy."""
+    scored = [(t, accuracy_of(t, objectives)) for t in front]
+    known = [a for _, a in scored if a is not None]
+    if not known:
+        return list(front)
+    best = max(known)
+    return [t for t, a in scored if a is not None and a >= best - accuracy_within - 1e-12]
+
+
+def knee(front: list[FrozenTrial], objectives: Objectives, accuracy_within: float = ACCURACY_WITHIN) -> FrozenTrial | None:
+    """Among the `useful` front trials, the one nearest the ideal point (objectives
+    normalized over those trials, see `knee_distances`); None for an empty front."""
+    candidates = useful(front, objectives, accuracy_within)
+    return pick_from(candidates, Pick("knee"), objectives) if candidates else None
+
+
+def most_accurate(front: list[FrozenTrial], objectives: Objectives) -> FrozenTrial | None:
+    """The front trial of the highest accuracy (ties: the one nearer the knee, then the lower number)."""
+    scored = [t for t in front if accuracy_of(t, objectives) is not None]
+    if not scored:
+        return None
+    return pick_from(scored, Pick("max", "accuracy"), objectives)
+
+
+def trade_words(front: list[FrozenTrial], chosen: FrozenTrial, objectives: Objectives) -> str | None:
+    """What `chosen` trades against the most accurate front trial, in words (see
+    `search.trade`); None when the trials carry no accuracy."""
+    from search.trade import trade_sentence
+
+    reference = most_accurate(front, objectives)
+    if reference is None:
+        return None
+    return trade_sentence(chosen, reference, objectives)
 
 
 def best_per_objective(trials: list[FrozenTrial], objectives: Objectives) -> list[FrozenTrial | None]:
@@ -495,8 +556,13 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
-def pick(study: optuna.Study, rule: str | Pick | None = None, where: list[str] | list[Filter] = ()) -> FrozenTrial:
-    """The trial `rule` picks from the front of the feasible trials that pass `where`."""
+def pick(
+    study: optuna.Study, rule: str | Pick | None = None, where: list[str] | list[Filter] = (),
+    accuracy_within: float = ACCURACY_WITHIN,
+) -> FrozenTrial:
+    """The trial `rule` picks from the front of the feasible trials that pass `where`;
+    the knee only among those of useful accuracy (`accuracy_within`, see `useful`)."""
+    check_within(accuracy_within)
     rule = rule if isinstance(rule, Pick) else Pick.parse(rule)
     filters = [f if isinstance(f, Filter) else Filter.parse(f) for f in where]
     objectives = objectives_of(study)
@@ -512,7 +578,17 @@ def pick(study: optuna.Study, rule: str | Pick | None = None, where: list[str] |
             f"no feasible trial satisfies {' and '.join(str(f) for f in filters)} "
             f"({len(feasible)} feasible trials in study {study.study_name!r})"
         )
-    return pick_from(pareto_front(candidates, objectives), rule, objectives)
+    front = pareto_front(candidates, objectives)
+    if rule.kind == "knee":
+        return knee(front, objectives, accuracy_within)
+    return pick_from(front, rule, objectives)
+
+
+def pick_words(rule: Pick, accuracy_within: float = ACCURACY_WITHIN) -> str:
+    """The rule as recorded in an export: the knee with its accuracy rule."""
+    if rule.kind == "knee" and accuracy_within < 1:
+        return f"knee, accuracy within {accuracy_within:g} of the best"
+    return str(rule)
 
 
 def trial_record(trial: FrozenTrial, objectives: Objectives) -> dict:

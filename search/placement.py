@@ -33,6 +33,7 @@ def here() -> dict:
         "measured_on": node["node_id"] or node["hostname"],
         "measure_host": f"{node['hostname']} ({node['node_ip']})",
         "measure_cpu_model": node["cpu_model"],
+        "measure_cpu_flags": node["cpu_flags"],
     }
 
 

@@ -46,6 +46,8 @@ class PreflightReport:
     checks: list[spaces.Check] = field(default_factory=list)
     dropped: list[spaces.Check] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # the models it tried, in words
+    # (spec key, choice) where dropping left no choice and the key's fallback is searched
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     refused: bool = False  # some choice cannot work and dropping was not asked for
@@ -115,19 +117,25 @@ def _check_task_metrics(spec: StudySpec, task: Task, model) -> None:
             raise UsageError(f"objectives.{name}: the task's metrics() returned no {name!r} (it returned: {', '.join(values) or 'nothing'})")
 
 
-def _drop(spec: StudySpec, failed: list[spaces.Check]) -> StudySpec:
-    """The spec without the choices that failed (each check names its list's spec key)."""
+def _drop(spec: StudySpec, failed: list[spaces.Check]) -> tuple[StudySpec, list[tuple[str, str]]]:
+    """The spec without the choices that failed (each check names its list's spec key),
+    and the (key, fallback) pairs used where a list would be left empty."""
     data = to_toml_dict(spec)
+    fallbacks = []
     for check in failed:
         path = check.key.split(".")
         table = data
         for part in path[:-1]:
             table = table[part]
         options = [o for o in table[path[-1]] if o != check.choice]
+        if not options and check.fallback:
+            options = [check.fallback]
+            fallbacks.append((check.key, check.fallback))
         if not options:
             raise UsageError(f"{check.key}: no choice works on this model after dropping {check.choice!r} ({check.detail})")
         table[path[-1]] = options
-    return from_dict(data, source="spec after preflight", extra_sections=tuple(spec.space.model_extra or ()))
+    spec = from_dict(data, source="spec after preflight", extra_sections=tuple(spec.space.model_extra or ()))
+    return spec, fallbacks
 
 
 def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_unsupported: bool = False) -> PreflightReport:
@@ -164,7 +172,7 @@ def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_uns
     report.seconds = time.perf_counter() - started
     failed = report.failed
     if failed and drop_unsupported:
-        report.spec = _drop(spec, failed)
+        report.spec, report.fallbacks = _drop(spec, failed)
         report.dropped = failed
     report.refused = bool(failed) and not drop_unsupported
     return report

@@ -5,7 +5,8 @@ trial config with `suggest_params(FixedTrial(params), ...)` (the dimension regis
 pipeline again (train → prune → quantize) with the recorded seed, measures on the
 *test* split, and writes to `out_dir`:
 
-- `model.pt`: TorchScript (`torch.jit.trace`) of the final model, int8 ones included;
+- `model.pt`: TorchScript of the final model, int8 ones included, traced and frozen
+  (the form the `torchscript` runtime measures) and read back from its saved bytes;
   load it with `torch.jit.load("model.pt")`, no project code needed. If tracing
   fails, or the traced model disagrees with the original, there is no `model.pt` and
   the card says why.
@@ -16,7 +17,9 @@ pipeline again (train → prune → quantize) with the recorded seed, measures o
   the model is quantized (the weights before int8 conversion).
 - `config.toml`: a copy of the exported config.
 - `model_card.json` and `model_card.md`: test-split values next to the search-time
-  (validation split) values of every objective, the other metrics, and the hardware of both runs.
+  (validation split) values of every objective, the other metrics, and the hardware of
+  both runs; and the latency of what ships: the primary artifact loaded back from
+  `out_dir` and timed on its runtime, beside the search-time value and its runtime.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import datetime as _dt
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -97,30 +101,65 @@ def _raw(batches, scaling):
     return [(scaling.to_raw(x), y) for x, y in batches] if scaling is not None else batches
 
 
-def trace(model, example, check_batches, scaling=None) -> tuple[Any | None, str | None]:
-    """TorchScript of `model` (behind `scaling`'s layer where given, so it takes raw
-    inputs), checked to predict exactly like `model` on `check_batches` (the test
-    split, in batches of another size than the example's); (None, why) when that
-    cannot be had."""
+def trace(model, example, check_batches, scaling=None, *, optimize: bool = False) -> tuple[Any | None, str | None]:
+    """Frozen TorchScript of `model` (behind `scaling`'s layer where given, so it takes
+    raw inputs): `torch.jit.trace`, then `torch.jit.freeze` (and, with `optimize`,
+    `torch.jit.optimize_for_inference`), the form the torchscript runtime measures.
+    The returned module is the one read back from its saved bytes, so a form that does
+    not survive saving is caught here, not by a user; it must predict exactly like
+    `model` on `check_batches` (the test split, in batches of another size than the
+    example's). Where freezing does not work, the plain trace is shipped and the second
+    value says why; (None, why) when no TorchScript can be had."""
     import torch
     from torch import nn
 
     from spaces import first_line
 
     deployable = model.eval() if scaling is None else nn.Sequential(scaling.module(), model).eval()
+    raw_example = _raw([(example, None)], scaling)[0][0]
     try:
-        with torch.inference_mode():
-            traced = torch.jit.trace(deployable, _raw([(example, None)], scaling)[0][0], check_trace=False)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # int8 scales read as constants: intended
+            traced = torch.jit.trace(deployable, raw_example, check_trace=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the state dict
         return None, f"torch.jit.trace failed ({first_line(exc)[:200]})"
+    raw = _raw(check_batches, scaling)
+    expected = accuracy.predict(model, check_batches)[0]
+    note = None
     try:
-        raw = _raw(check_batches, scaling)
-        agree = float(np.mean(accuracy.predict(traced, raw)[0] == accuracy.predict(model, check_batches)[0]))
+        shipped = _round_trip(_frozen(traced, optimize))
+        if not np.array_equal(accuracy.predict(shipped, raw)[0], expected):
+            raise ValueError("the frozen model predicts differently from the original")
+    except Exception as exc:  # noqa: BLE001 - freezing is an optimization: ship the plain trace, and say so
+        shipped, note = traced, f"shipped unfrozen: torch.jit.freeze{' + optimize_for_inference' if optimize else ''} failed ({first_line(exc)[:200]})"
+    try:
+        agree = float(np.mean(accuracy.predict(shipped, raw)[0] == expected))
     except Exception as exc:  # noqa: BLE001
         return None, f"the traced model does not run on the test batches ({type(exc).__name__})"
     if agree < 1.0:
         return None, f"the traced model agrees with the original on only {agree:.1%} of the test split"
-    return traced, None
+    return shipped, note
+
+
+def _frozen(traced, optimize: bool):
+    import torch
+
+    frozen = torch.jit.freeze(traced.eval())
+    # optimize_for_inference rewrites float convolutions for MKLDNN; int8 graphs keep theirs.
+    return torch.jit.optimize_for_inference(frozen) if optimize and not any(
+        "quantized::" in node.kind() for node in frozen.graph.nodes()) else frozen
+
+
+def _round_trip(module):
+    """`module` saved and loaded back: what `torch.jit.load("model.pt")` will give a user."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
 
 
 def _delta(retrained: Any, search: Any) -> float | None:
@@ -171,6 +210,16 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
         if key not in spec.objectives and (key in metrics or key in search_attrs)
     ]
     is_image = task.kind == "image"
+    search_latency = search_values.get("latency_ms", search_attrs.get("latency_ms"))
+    shipped = {
+        "search": {"runtime": search_attrs.get("runtime"), "latency_ms": search_latency, "split": "val",
+                   "how": "the trial's own measurement during the search"},
+        "retrained": {"runtime": metrics.get("runtime"), "latency_ms": metrics.get("latency_ms"), "split": "test",
+                      "how": "the retrained model on the trial's runtime, in this run"},
+        "artifact": ({"file": artifact["file"], "runtime": artifact.get("runtime"), "latency_ms": artifact.get("latency_ms"),
+                      "how": artifact.get("latency_how"), "raw_inputs": bool(artifact.get("raw_inputs"))}
+                     if "latency_ms" in artifact else None),
+    }
     return _jsonable({
         "model": _model_section(spec, config),
         "name": spec.name,
@@ -210,6 +259,7 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
             "retrained": {k: metrics.get(k) for k in HARDWARE_KEYS if k in metrics},
         },
         "artifact": artifact,
+        "latency": shipped,
         "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     })
 
@@ -287,6 +337,7 @@ def card_markdown(card: dict) -> str:
     ]
     for row in card["objectives"]:
         lines.append(f"| {row['name']} | {row['direction']} | {_fmt(row['search_val'])} | {_fmt(row['retrained_test'])} | {_fmt(row['delta'], signed=True)} |")
+    lines += latency_lines(card.get("latency"))
     lines += ["", "## Other metrics", "", "| metric | search (val) | retrained (test) |", "|---|---|---|"]
     for row in card["metrics"]:
         lines.append(f"| {row['name']} | {_fmt(row['search_val'])} | {_fmt(row['retrained_test'])} |")
@@ -315,11 +366,76 @@ def card_markdown(card: dict) -> str:
     shape = ", ".join(map(str, task["input_shape"]))
     if art["format"] in LOADERS:
         lines += _usage(art, shape)
+        if art.get("note"):
+            lines += ["", f"Note: {art['note']}."]
         if "torchscript" in art and art["torchscript"]["format"] in LOADERS:
             lines += ["", f"The torch model is also in `{art['torchscript']['file']}` (TorchScript)."]
     else:
         lines += [f"No TorchScript model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
     return "\n".join(lines) + "\n"
+
+
+def _torchscript_optimize(spec, config: dict) -> bool:
+    """Whether the trial's TorchScript form had optimize_for_inference (the runtime's setting)."""
+    return config.get("runtime") == "torchscript" and bool(spec.space.runtime.torchscript_optimize)
+
+
+# The runtime each artifact format runs on.
+ARTIFACT_RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+
+
+def load_artifact(path: Path, fmt: str, threads: int = 1):
+    """The shipped file loaded as a user loads it: an ONNX Runtime session for
+    model.onnx, `torch.jit.load` for model.pt; an nn.Module-like callable either way."""
+    import torch
+
+    from spaces.runtime import OrtModule
+
+    if fmt == "onnx":
+        return OrtModule(Path(path).read_bytes(), threads)
+    return torch.jit.load(str(path))
+
+
+def shipped_latency(path: Path, fmt: str, task, spec, record: TrialMetrics) -> dict:
+    """Latency of the shipped file itself, loaded from disk and timed like a trial
+    (`measure` settings, the per-node measurement lock): the card's "what ships"
+    figure, beside the search-time value on the trial's runtime."""
+    from objectives import latency
+
+    settings = spec.measure
+    runner = load_artifact(path, fmt, settings.threads)
+    with latency.exclusive(), latency.torch_threads(settings.threads):
+        speed = latency.measure(runner, task.input_shape, threads=settings.threads, batch_size=settings.batch_size,
+                                warmup=settings.warmup, repeats=settings.repeats)
+    return {
+        "runtime": ARTIFACT_RUNTIMES[fmt],
+        "latency_ms": speed.value,
+        "latency_p90_ms": speed.detail["p90_ms"],
+        "gmac_per_s": record.macs * settings.batch_size / (speed.value * 1e6) if speed.value > 0 else None,
+        "latency_how": (f"{path.name} loaded from disk, batch {settings.batch_size}, {settings.threads} thread(s), "
+                        f"median of {settings.repeats} after {settings.warmup} warm-up"),
+    }
+
+
+def latency_lines(shipped: dict | None) -> list[str]:
+    """The card's "Latency of what ships" section: search-time, retrained and the shipped
+    file's own latency, each with the runtime it ran on."""
+    if not shipped:
+        return []
+    rows = [("search (val)", shipped["search"]), ("retrained (test)", shipped["retrained"])]
+    if shipped.get("artifact"):
+        rows.append((f"`{shipped['artifact']['file']}` as shipped", shipped["artifact"]))
+    lines = ["", "## Latency of what ships", "", "| measured | runtime | latency_ms | how |", "|---|---|---|---|"]
+    lines += [f"| {label} | {_fmt(row.get('runtime'))} | {_fmt(row.get('latency_ms'))} | {row.get('how') or '–'} |"
+              for label, row in rows]
+    artifact, search = shipped.get("artifact"), shipped["search"]
+    if artifact and artifact.get("raw_inputs"):
+        lines += ["", f"`{artifact['file']}` takes raw inputs: its first layer, the task's input scaling, is part of "
+                      "its latency (the search timed the model on scaled inputs)."]
+    if artifact and search.get("runtime") and artifact.get("runtime") != search["runtime"]:
+        lines += ["", f"The search measured this trial on {search['runtime']}; `{artifact['file']}` runs on "
+                      f"{artifact['runtime']}: its own row is the latency to expect."]
+    return lines
 
 
 def _save_onnx_runner(runner, out: Path, test_batches) -> dict | None:
@@ -365,11 +481,11 @@ def retrain(
     files = []
     test_batches = loader(task.test, 512)
     example = example_inputs(task.train).to(next((p.device for p in model.parameters()), "cpu"))
-    traced, note = trace(model, example, test_batches, task.scaling)
+    traced, note = trace(model, example, test_batches, task.scaling, optimize=_torchscript_optimize(loaded.spec, config))
     if traced is not None:
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
-        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": None, "raw_inputs": task.scaling is not None,
+        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": note, "raw_inputs": task.scaling is not None,
                     "test_accuracy": accuracy.measure(traced, _raw(test_batches, task.scaling)).value}
     else:
         (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
@@ -388,6 +504,8 @@ def retrain(
         shutil.copyfile(loaded.path, out / "config.toml")
     files.append(out / "config.toml")
 
+    if artifact["format"] in LOADERS:
+        artifact.update(shipped_latency(out / artifact["file"], artifact["format"], task, loaded.spec, result.metrics))
     card = build_card(loaded, task, config, result.metrics, artifact)
     (out / CARD_JSON).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (out / CARD_MD).write_text(card_markdown(card))

@@ -205,6 +205,7 @@ def measure(
             device=device,
         )
     batches = loader(dataset, 512, workers=workers_for(task, spec))
+    gmac_per_s = info["macs"] * settings.batch_size / (speed.value * 1e6) if speed.value > 0 else 0.0
     return TrialMetrics(
         accuracy=accuracy.measure(runner, batches).value,
         latency_ms=speed.value,
@@ -222,6 +223,8 @@ def measure(
         measure_threads=settings.threads,
         measure_batch_size=settings.batch_size,
         runtime="eager",
+        gmac_per_s=gmac_per_s,
+        int8_kernels=spaces.runtime.int8_kernels(runner),
         train_seconds=info["train_seconds"],
         measure_seconds=time.perf_counter() - started,
         split=split,

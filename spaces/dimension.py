@@ -185,6 +185,9 @@ class Check:
     ok: bool
     detail: str = ""  # why not, or what it did ("12 int8 modules")
     key: str = ""  # the spec key that offers the choice, e.g. "space.quantization.modes"
+    # What the key's list becomes when dropping unsupported choices leaves it empty
+    # (the runtime: "eager"); "" refuses instead. The launch says when it is used.
+    fallback: str = ""
 
 
 class Dimension:

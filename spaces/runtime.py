@@ -1,23 +1,41 @@
-"""Inference-runtime dimension: the model a trial deploys is measured (latency, energy,
-accuracy) on the runtime the trial chose.
+"""Inference-runtime dimension: the form a trial ships in, measured as shipped.
 
-- "eager": the torch model as it is (int8 where quantized).
-- "torchscript": `torch.jit.trace`, then `torch.jit.freeze`; with
+Latency, energy and accuracy of every trial are measured on the artifact `paretune
+train` ships for it, so the front reads what a user deploys. The dimension is on by
+default and searches the runtimes that win at batch 1 on CPU: frozen TorchScript and
+ONNX Runtime (3-25x faster than eager PyTorch on small models, where eager mostly
+measures framework overhead). Eager PyTorch is a choice a user adds to `runtimes`,
+never a silent default; `enabled = false` measures the eager model and ships
+TorchScript, which the model card then says.
+
+- "torchscript": `torch.jit.trace`, then `torch.jit.freeze` (int8 models included:
+  freezing is what lets FX int8 run its `quantized::` kernels without Python); with
   `space.runtime.torchscript_optimize` also `torch.jit.optimize_for_inference` (float
-  models only; off by default: its MKLDNN layout conversions cost more than they
-  save on small models, e.g. 394 µs against 138 µs frozen for a width-16 CNN on 8×8).
+  models only; off by default: its MKLDNN layout conversions cost more than they save
+  on small models, and on conv models its saved file can fail to load, which
+  `paretune train` checks before shipping it).
 - "onnxruntime": the float model exported to ONNX (opset from the spec, dynamic batch
   axis), run by an ONNX Runtime CPU session with all graph optimizations and
   `measure.threads` intra-op threads. Where the trial quantizes, ONNX Runtime
   quantizes the float export itself: "dynamic" with `quantize_dynamic` (int8 weights
   of MatMul, i.e. the linear layers, as torch's dynamic mode does), "static" with
   `quantize_static` (QDQ, per-channel int8 weights, activations calibrated on training
-  batches). A QAT model has no ONNX Runtime form here, so QAT trials never draw it.
+  batches; the session fuses it into QLinearConv/QGemm kernels). A QAT model has no
+  ONNX Runtime form here, so QAT trials never draw it.
+- "eager": the torch model as it is (int8 where quantized).
+
+Each (runtime, precision) pair is measured, never assumed: int8 pays at batch 1 only
+where dense arithmetic dominates (convolutions), and loses on MLPs and depthwise nets,
+so the front keeps fp32 where int8 is slower. `int8_kernels(runner)` counts the int8
+kernels in the graph the runtime actually executes (after freezing / graph
+optimization), recorded with every trial.
 
 `apply` returns an `nn.Module` that takes and returns torch tensors, so the latency,
 energy and accuracy measures run it like any model. A model that cannot be brought to
 its runtime raises `RuntimeUnavailable`, and the trial fails with that reason; there
-is no silent fallback to eager.
+is no silent fallback to eager. The preflight finds such models before a search
+starts; with `--drop-unsupported` a model no shipped runtime can take is searched on
+eager, and the launch says so.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import copy
 import io
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -40,17 +59,17 @@ from spaces._config import Strict, choices, suggest_choice
 from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
 
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
+# Searched by default: the runtimes `paretune train` ships (model.pt, model.onnx).
+DEFAULT_RUNTIMES = ["torchscript", "onnxruntime"]
 # Runtimes each quantization mode can run on; missing modes allow every runtime.
 MODE_RUNTIMES = {"qat": ("eager", "torchscript")}
 
 
 class RuntimeSpace(Strict):
-    """The inference runtime latency and energy are measured on."""
+    """The inference runtime latency and energy are measured on (and shipped in)."""
 
-    enabled: bool = False
-    runtimes: list[Literal["eager", "torchscript", "onnxruntime"]] = choices(
-        "runtime", ["eager", "torchscript", "onnxruntime"]
-    )
+    enabled: bool = True
+    runtimes: list[Literal["eager", "torchscript", "onnxruntime"]] = choices("runtime", list(DEFAULT_RUNTIMES))
     opset: int = Field(default=17, ge=13, le=21)  # ONNX opset for the onnxruntime export
     # Also run torch.jit.optimize_for_inference after freezing (float models).
     torchscript_optimize: bool = False
@@ -278,6 +297,23 @@ class OrtModule(nn.Module):
     def size_kb(self) -> float:
         return len(self.model_bytes) / 1024
 
+    def executed_ops(self) -> Counter:
+        """Op types of the graph the session runs: ONNX Runtime's optimized graph (QDQ
+        pairs fused into QLinearConv, QGemm, ...), read back from a second session that
+        serializes it."""
+        import onnx
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory(prefix="paretune-ort-") as tmp:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = 1
+            options.log_severity_level = 3  # its note that the file is hardware-specific
+            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
+            graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+        return Counter(node.op_type for node in graph.node)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.write_bytes(self.model_bytes)
@@ -350,6 +386,9 @@ def check_trace(model: nn.Module, example: torch.Tensor) -> None:
             raise TraceUnsafe(f"data-dependent control flow: {text.splitlines()[0][:200]}")
 
 
+KEY = "space.runtime.runtimes"
+
+
 class Runtime(Dimension):
     name = "runtime"
     config = RuntimeSpace
@@ -395,7 +434,7 @@ class Runtime(Dimension):
             if name == "eager":
                 continue
             if name == "onnxruntime" and ctx.spec.measure.device == "cuda":
-                checks.append(Check(self.name, name, False, "the ONNX Runtime session here runs on the CPU, but measure.device is cuda", "space.runtime.runtimes"))
+                checks.append(Check(self.name, name, False, "the ONNX Runtime session here runs on the CPU, but measure.device is cuda", KEY, fallback="eager"))
                 continue
             try:
                 check_trace(model, ctx.example)  # both runtimes trace the model (the ONNX exporter too)
@@ -410,9 +449,9 @@ class Runtime(Dimension):
                 got = runner(ctx.example)
                 if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
                     raise RuntimeUnavailable(f"outputs differ from eager by {float((got - expected).abs().max()):.3g}")
-                checks.append(Check(self.name, name, True, f"matches eager{variants}", "space.runtime.runtimes"))
+                checks.append(Check(self.name, name, True, f"matches eager{variants}", KEY, fallback="eager"))
             except Exception as exc:  # noqa: BLE001 - the reason is the preflight's answer
-                checks.append(Check(self.name, name, False, first_line(exc), "space.runtime.runtimes"))
+                checks.append(Check(self.name, name, False, first_line(exc), KEY, fallback="eager"))
         return checks
 
     def describe(self, params: dict, config) -> str:
@@ -423,6 +462,46 @@ def artifact_kb(runner: nn.Module) -> float | None:
     """Size of what the runtime deploys where it is its own artifact (the ONNX model)."""
     size = getattr(runner, "size_kb", None)
     return float(size()) if callable(size) else None
+
+
+# ONNX Runtime kernels that compute in int8 (QDQ fused into them, or integer ops).
+ORT_INT8_OPS = ("ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
+                "QAttention", "DynamicQuantizeLSTM")
+
+
+def executed_ops(runner: nn.Module) -> Counter:
+    """What the runtime executes, by kind: ONNX Runtime's optimized graph's op types; a
+    TorchScript graph's node kinds (`quantized::conv2d`, `aten::linear`, ...), nested
+    blocks included; an eager model's module types."""
+    if isinstance(runner, OrtModule):
+        return runner.executed_ops()
+    if isinstance(runner, torch.jit.ScriptModule):
+        kinds: Counter = Counter()
+
+        def walk(block) -> None:
+            for node in block.nodes():
+                kinds[node.kind()] += 1
+                for inner in node.blocks():
+                    walk(inner)
+
+        walk(runner.graph)
+        return kinds
+    return Counter(f"{type(m).__module__}.{type(m).__name__}" for m in runner.modules() if not list(m.children()))
+
+
+def is_int8_kernel(kind: str) -> bool:
+    """An op kind of `executed_ops` that computes in int8."""
+    if kind.startswith("quantized::"):  # TorchScript: fbgemm/onednn int8 kernels
+        return not kind.startswith(("quantized::linear_prepack", "quantized::conv2d_prepack"))
+    if kind.startswith("QLinear") or kind in ORT_INT8_OPS:
+        return True
+    name = kind.rsplit(".", 1)[-1]  # eager torch.ao int8 modules, not its (de)quantize steps
+    return ".quantized" in kind and "PackedParams" not in name and name not in ("Quantize", "DeQuantize")
+
+
+def int8_kernels(runner: nn.Module) -> int:
+    """How many int8 kernels the deployed graph runs (0: it computes in float)."""
+    return sum(count for kind, count in executed_ops(runner).items() if is_int8_kernel(kind))
 
 
 register(Runtime)

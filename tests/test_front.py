@@ -3,8 +3,8 @@
 The hand study (accuracy max, latency_ms min, energy_mj min; constraint size_kb <= 100):
 
     trial  state     accuracy latency energy size_kb  note
-    0      COMPLETE  0.90     1.0     5.0    40       front (knee; tie with 5)
-    1      COMPLETE  0.95     2.0     6.0    60       front
+    0      COMPLETE  0.90     1.0     5.0    40       front (knee of the whole front; tie with 5)
+    1      COMPLETE  0.95     2.0     6.0    60       front (knee: within 5 pp of the best accuracy)
     2      COMPLETE  0.85     0.5     4.0    10       front (fastest, least energy)
     3      COMPLETE  0.88     1.2     5.5    30       dominated by 0
     4      COMPLETE  0.97     3.0     8.0    90       front (most accurate)
@@ -163,8 +163,9 @@ def test_hypervolume_three_objectives_and_history():
 @pytest.mark.parametrize(
     "rule,where,expected",
     [
-        ("knee", [], 0),  # distances to the ideal: 0.665 (0, 5), 0.799 (1), 1.0 (2), 1.414 (4); tie → lower number
-        (None, [], 0),
+        # Useful accuracy (within 0.05 of 0.97): {1, 4}; over them 1 is (1, 0, 0), 4 is (0, 1, 1).
+        ("knee", [], 1),
+        (None, [], 1),
         ("max:accuracy", [], 4),
         ("min:latency_ms", [], 2),
         ("min:energy_mj", [], 2),
@@ -180,6 +181,56 @@ def test_hypervolume_three_objectives_and_history():
 )
 def test_pick_rules(rule, where, expected):
     assert front.pick(hand_study(), rule, where).number == expected
+
+
+def test_knee_of_the_whole_front_with_the_accuracy_rule_off():
+    # distances to the ideal over the whole front: 0.665 (0, 5), 0.799 (1), 1.0 (2), 1.414 (4); tie → lower number
+    assert front.pick(hand_study(), "knee", accuracy_within=1.0).number == 0
+    # Within 0.07: {0, 1, 4, 5}, normalized over them: 0 is (1, 0, 0), 1 is (0.29, 0.5, 0.33): 1.
+    assert front.pick(hand_study(), "knee", accuracy_within=0.07).number == 1
+    assert front.report(hand_study(), accuracy_within=1.0).knee.number == 0
+
+
+def near_chance_study() -> optuna.Study:
+    """A front where a near-chance model is nearest the ideal point: it is the fastest
+    and lightest by far, and accuracy is only one of three normalized axes."""
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms", "energy_mj"])
+    for values, size in (((0.98, 1.00, 1.00), 120.0), ((0.12, 0.05, 0.05), 4.0), ((0.90, 0.50, 0.95), 60.0),
+                         ((0.972, 0.76, 0.76), 10.0)):
+        add(study, "COMPLETE", values, {"size_kb": size})
+    return study
+
+
+def test_knee_never_picks_a_near_chance_model():
+    study = near_chance_study()
+    assert len(front.study_front(study)) == 4
+    # Without the rule: distances 1.41 (0), 1.00 (1), 1.06 (2), 1.06 (3): the 12% model.
+    assert front.pick(study, "knee", accuracy_within=1.0).number == 1
+    report = front.report(study)
+    assert report.knee.number == front.pick(study, "knee").number == 3
+    assert {t.number for t in report.useful()} == {0, 3}  # within 5 pp of 0.98
+    assert front.pick(study, "knee", accuracy_within=0.1).number == 3  # 0.90 joins: 1.41, 1.28, 0.53
+    with pytest.raises(UsageError, match="--accuracy-within 2: must be between 0 and 1"):
+        front.pick(study, "knee", accuracy_within=2)
+
+
+def test_trade_sentence_matches_the_numbers():
+    from search.trade import ratio_words, trade_sentence
+
+    study = near_chance_study()
+    objectives = front.objectives_of(study)
+    best, knee = study.trials[0], study.trials[3]
+    # 0.972 - 0.98 = -0.8 pp; 1.00 / 0.76 = 1.32 -> 1.3× faster; 120 / 10 = 12× smaller.
+    assert trade_sentence(knee, best, objectives) == (
+        "\u22120.8 pp accuracy, 1.3× faster, 12× smaller than the most accurate front trial (trial 0)")
+    assert trade_sentence(best, best, objectives) == "the most accurate front trial itself"
+    # The other way round: slower and larger, accuracy gained.
+    assert trade_sentence(best, knee, objectives).startswith("+0.8 pp accuracy, 1.3× slower, 12× larger")
+    assert ratio_words(9.96, "faster", "slower") == "10× faster" and ratio_words(1.0, "faster", "slower") == "1.0× faster"
+    report = front.report(study)
+    assert front.trade_words(report.front, report.knee, objectives) == trade_sentence(knee, best, objectives)
+    assert report.to_json("s")["knee_trade"] == trade_sentence(knee, best, objectives)
 
 
 @pytest.mark.parametrize(
@@ -205,14 +256,16 @@ def test_cli_front_json_and_png(tmp_path):
     result = run_cli("front", "hand", "--storage", url, "--json", "--plot", str(png), timeout=120)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["study", "objectives", "directions", "hypervolume", "reference_point", "knee", "trials"]
+    assert list(data) == ["study", "objectives", "directions", "hypervolume", "reference_point", "knee", "accuracy_within",
+                          "knee_trade", "trials"]
     report = front.report(study)
     assert data["study"] == "hand"
     assert data["objectives"] == ["accuracy", "latency_ms", "energy_mj"]
     assert data["directions"] == ["maximize", "minimize", "minimize"]
     assert data["hypervolume"] == pytest.approx(report.hypervolume) and data["hypervolume"] > 0
     assert data["reference_point"] == pytest.approx(dict(zip(data["objectives"], report.reference)))
-    assert data["knee"] == front.pick(study, "knee").number == 0
+    assert data["knee"] == front.pick(study, "knee").number == 1 and data["accuracy_within"] == 0.05
+    assert data["knee_trade"] == "\u22122.0 pp accuracy, 1.5× faster, 1.5× smaller than the most accurate front trial (trial 4)"
     records = data["trials"]
     assert sorted(r["number"] for r in records) == brute_force_front(study)
     assert [r["number"] for r in records][0] == 4  # sorted by the first objective, best first
@@ -227,8 +280,12 @@ def test_cli_front_json_and_png(tmp_path):
     assert "5 on the Pareto front of 6 feasible trials (12 in all" in table.stdout
     # Not a terminal: every column at its natural width, the knee starred, the export hint for it.
     assert "trial  accuracy  latency_ms  energy_mj  size_kb  model" in table.stdout
-    assert re.search(r"^0\*\s+0\.9\s+1\s+5\s+40\s+mlp", table.stdout, re.M), table.stdout
-    assert "* knee (trial 0)" in table.stdout
+    assert re.search(r"^1\*\s+0\.95\s+2\s+6\s+60\s+mobilenet", table.stdout, re.M), table.stdout
+    assert ("* knee (trial 1): nearest the ideal point among the 2 front trials within 5 pp of the best accuracy "
+            "(3 left out); what `paretune export` picks by default; \u22122.0 pp accuracy, 1.5× faster, 1.5× smaller "
+            "than the most accurate front trial (trial 4)") in table.stdout
+    whole = run_cli("front", "hand", "--storage", url, "--accuracy-within", "1", timeout=120)
+    assert re.search(r"^0\*\s+0\.9\s+1\s+5\s+40\s+mlp", whole.stdout, re.M), whole.stdout
     assert f"next: paretune export hand --storage {url} --out hand-best.toml" in table.stdout
 
 
@@ -275,14 +332,14 @@ def test_plots_mark_the_knee_in_a_visible_colour(tmp_path):
 
     report = front.report(hand_study())
     fig = plotly_figure(report)
-    knees = [t for t in fig.data if t.name == "knee (trial 0)"]
+    knees = [t for t in fig.data if t.name == "knee (trial 1)"]
     assert knees, [t.name for t in fig.data]
     for trace in knees:
         rgba = to_rgba(trace.marker.color)
         assert rgba[3] == 1.0 and rgba[:3] != to_rgba(FRONT_COLOR)[:3]  # opaque, unlike the front's red
         assert not str(trace.marker.symbol).endswith("-open")  # an open symbol would take no fill
     html = plot(report, tmp_path / "front.html").read_text()
-    assert '"name":"knee (trial 0)"' in html and KNEE_COLOR in html
+    assert '"name":"knee (trial 1)"' in html and KNEE_COLOR in html
     # Axis titles short enough for a 440-pixel panel (the hypervolume's used to carry the
     # reference point and was clipped); the reference point is in the panel title now.
     titles = [fig.layout[k].title.text for k in fig.layout if k.startswith(("xaxis", "yaxis"))]
@@ -336,7 +393,7 @@ def test_html_plot_is_written(tmp_path):
 
     path = plot(front.report(hand_study()), tmp_path / "front.html")
     text = path.read_text()
-    assert "Pareto front" in text and "knee (trial 0)" in text and "plotly" in text.lower()
+    assert "Pareto front" in text and "knee (trial 1)" in text and "plotly" in text.lower()
     assert "hypervolume over trials" in text
 
 

@@ -20,12 +20,12 @@ from tests.conftest import acc, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# An MLP, no pruning, static int8 quantization: every Optuna param of the tiny spec pinned.
+# An MLP, no pruning, static int8 quantization on TorchScript: every Optuna param of the tiny spec pinned.
 PARAMS = {
     "family": "mlp", "width": 16, "depth": 1, "batch_norm": True,
     "optimizer": "adam", "lr": 0.01, "schedule": "constant", "batch_size": 32,
     "weight_decay": 1e-5, "dropout": 0.0, "label_smoothing": 0.0, "use_l1": False,
-    "prune_kind": "none", "quant_mode": "static",
+    "prune_kind": "none", "quant_mode": "static", "runtime": "torchscript",
 }
 SEED = 5
 # Search-time accuracy is on the validation split, the retrained one on the test split
@@ -92,8 +92,15 @@ def test_export_train_and_load_in_a_fresh_process(searched):
     in_process = acc(searched["model"], task, "test")
     assert abs(retrained - in_process) <= 3 / len(task.test.y)
     assert rows["latency_ms"]["retrained_test"] > 0 and rows["energy_mj"]["retrained_test"] > 0
-    assert card["artifact"]["format"] == "torchscript"
+    assert card["artifact"]["format"] == "torchscript" and card["artifact"]["note"] is None  # frozen, as measured
+    # The card's shipped latency is model.pt itself, on the runtime the search measured.
+    shipped = card["latency"]
+    assert shipped["search"]["runtime"] == shipped["retrained"]["runtime"] == shipped["artifact"]["runtime"] == "torchscript"
+    assert shipped["artifact"]["latency_ms"] > 0 and "model.pt loaded from disk" in shipped["artifact"]["how"]
+    assert shipped["search"]["latency_ms"] == pytest.approx(metrics["latency_ms"])
     markdown = (out / "model_card.md").read_text()
+    assert "## Latency of what ships" in markdown and "| `model.pt` as shipped | torchscript |" in markdown
+    assert "latency of model.pt as shipped (torchscript): " in trained.stdout
     assert "| accuracy | maximize |" in markdown and "search (val)" in markdown and "retrained (test)" in markdown
     for name in ("model.pt", "state_dict.pt", "float_state_dict.pt", "config.toml"):
         assert (out / name).is_file(), name
@@ -137,7 +144,16 @@ def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise RuntimeError("cannot trace this")
 
-    monkeypatch.setattr(torch.jit, "trace", refuse)
+    from search import trial
+
+    pipeline = trial.run_pipeline
+
+    def then_refuse(*args, **kwargs):  # the trial itself runs on TorchScript; tracing fails only at export
+        result = pipeline(*args, **kwargs)
+        monkeypatch.setattr(torch.jit, "trace", refuse)
+        return result
+
+    monkeypatch.setattr(trial, "run_pipeline", then_refuse)
     report = retrain.retrain(config_path, tmp_path / "model")
     assert report.artifact_format == "state_dict"
     assert "torch.jit.trace failed (RuntimeError: cannot trace this)" in report.artifact_note
@@ -163,6 +179,8 @@ def test_onnxruntime_trial_exports_the_onnx_model_it_was_measured_on(tmp_path):
     assert report.artifact_format == "onnx"
     card = report.card
     assert card["artifact"]["file"] == "model.onnx" and card["artifact"]["torchscript"]["format"] == "torchscript"
+    assert card["artifact"]["runtime"] == card["latency"]["search"]["runtime"] == "onnxruntime"
+    assert card["artifact"]["latency_ms"] > 0 and card["latency"]["artifact"]["latency_ms"] == card["artifact"]["latency_ms"]
     assert "onnxruntime.InferenceSession" in (tmp_path / "model" / "model_card.md").read_text()
     # The saved file is the runner itself: ONNX Runtime's int8 MatMul, same predictions.
     import onnx

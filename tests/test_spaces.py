@@ -99,6 +99,32 @@ def test_unstructured_pruning_zeroes_the_ratio_and_stays_zero_after_finetune(dig
     assert not any(name.endswith("_orig") for name, _ in model.named_parameters())
 
 
+@pytest.mark.parametrize("setting, ratio, epochs, expected", [
+    ("auto", 0.5, 15, 8), ("auto", 0.1, 15, 2), ("auto", 0.8, 15, 12), ("auto", 0.05, 2, 1), ("auto", 0.5, 2, 1),
+    (3, 0.9, 15, 3), (0, 0.5, 15, 0),
+])
+def test_finetune_after_pruning_scales_with_the_ratio(digits, setting, ratio, expected, epochs):
+    """The pruning dimension fine-tunes ceil(ratio × budget.epochs) epochs by default, a fixed number when given."""
+    from types import SimpleNamespace
+
+    assert pruning.finetune_budget(setting, ratio, epochs) == expected
+    spec = from_dict(tiny_spec_dict(budget={"epochs": epochs}, space={"pruning": {"finetune_epochs": setting}}))
+    asked = []
+    ctx = SimpleNamespace(example=torch.from_numpy(digits.val.X[:2]), task=digits, spec=spec,
+                          settings=lambda d: spec.space.section(d.name), fit=lambda model, n, **kw: asked.append(n))
+    model = architecture.build(MLP, digits.input_shape, digits.n_classes)
+    pruning.Pruning().apply(model, {"prune_kind": "structured", "prune_ratio": ratio}, ctx)
+    assert asked == [expected]
+
+
+@pytest.mark.parametrize("value", ["sometimes", 101, -1])
+def test_finetune_epochs_must_be_auto_or_a_small_number(value):
+    from search.errors import UsageError
+
+    with pytest.raises(UsageError, match="space.pruning.finetune_epochs"):
+        from_dict(tiny_spec_dict(space={"pruning": {"finetune_epochs": value}}))
+
+
 def _trained(digits, arch, epochs=4):
     torch.manual_seed(0)
     model = architecture.build(arch, digits.input_shape, digits.n_classes)

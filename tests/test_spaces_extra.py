@@ -59,16 +59,24 @@ def trained_cnn(digits):
 # --- suggest ----------------------------------------------------------------------------------
 
 
-def test_optional_dimensions_are_off_by_default_and_add_no_params():
+def test_optional_dimensions_are_off_by_default_and_the_runtime_searches_what_ships():
+    """Distillation and augmentation add nothing unless enabled; the runtime is searched
+    by default among the forms `paretune train` ships, never eager unless asked."""
     spec = from_dict(tiny_spec_dict())
-    assert not (spec.space.distillation.enabled or spec.space.augmentation.enabled or spec.space.runtime.enabled)
+    assert not (spec.space.distillation.enabled or spec.space.augmentation.enabled)
+    assert spec.space.runtime.enabled and spec.space.runtime.runtimes == ["torchscript", "onnxruntime"]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(10):
+    drawn = set()
+    for _ in range(20):
         trial = study.ask()
         config = suggest_params(trial, spec, "image")
-        assert not any(key in config for key in EXTRA_KEYS)
-        assert not any(name.startswith(("kd_", "aug_", "runtime")) for name in trial.params)
+        assert not any(key in config for key in EXTRA_KEYS if key != "runtime")
+        assert not any(name.startswith(("kd_", "aug_")) for name in trial.params)
+        assert config["runtime"] in ("torchscript", "onnxruntime")
+        assert config["runtime"] == "torchscript" or config["quant_mode"] != "qat"  # QAT has no ONNX Runtime form
+        drawn.add(config["runtime"])
         study.tell(trial, 0.0)
+    assert drawn == {"torchscript", "onnxruntime"}
 
 
 def test_enabled_dimensions_respect_bounds_and_conditions():

@@ -188,7 +188,9 @@ def test_preflight_table_and_drop_unsupported(tmp_path):
     }
     assert "data-dependent control flow" in next(c.detail for c in report.checks if c.choice == "torchscript")
     assert report.spec.space.quantization.modes == ["none", "dynamic"]
+    # No shipped runtime can take this model: the search measures eager, and the report says so.
     assert report.spec.space.runtime.runtimes == ["eager"]
+    assert report.fallbacks == [("space.runtime.runtimes", "eager")]
     assert {c.choice for c in report.dropped} == {"static", "torchscript", "onnxruntime"}
 
 
@@ -200,6 +202,7 @@ def test_drop_unsupported_launch_runs_without_the_refused_choices(ray_local, tmp
     study = optuna.load_study(study_name="branchy", storage=url)
     assert summary.complete == 3 and len(study.get_trials()) == 3
     assert all(t.params["quant_mode"] in ("none", "dynamic") for t in study.trials)
+    assert all(t.user_attrs["runtime"] == "eager" for t in study.trials)  # the stated fallback: nothing else can run it
     assert study.user_attrs["spec"]["space"]["quantization"]["modes"] == ["none", "dynamic"]
     assert study.user_attrs["task_kind"] == "image"
 
@@ -226,7 +229,7 @@ def test_every_builtin_dimension_follows_the_protocol():
                 owners.setdefault(key, set()).add(dimension.name)
         study.tell(trial, 0.0)
     assert all(len(names) == 1 for names in owners.values())
-    plain = from_dict(tiny_spec_dict())
+    plain = from_dict(tiny_spec_dict(space={"runtime": {"enabled": False}}))
     for name in ("distillation", "augmentation", "runtime"):
         dimension = next(d for d in spaces.builtins() if d.name == name)
         assert dimension.suggest(optuna.create_study().ask(), spaces.section(plain, dimension), spaces.SuggestContext("image")) == {}
