@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster, preflight, tell
+from search import cluster, preflight, raynoise, tell
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -270,9 +270,10 @@ def launch(
         # Done once here; `tune.with_parameters` ships the results to every worker
         # through the object store, so no trial redoes them (e.g. retrains the teacher).
         shared = prepare_study(spec, task, plugins)
-        searcher = run_trials(
-            spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
-        )
+        with raynoise.quiet():  # Ray's messages that do not apply (e.g. from Tune's unused experiment state)
+            searcher = run_trials(
+                spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
+            )
         if searcher.exhausted:
             settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
     finally:

@@ -8,6 +8,10 @@
   line is replaced by `on_stop`, which says what paretune does instead.
 - "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)":
   a resume goes through `paretune launch` (the CLI prints the command), never Tuner.restore.
+- "Last sync command failed with the following error: <traceback>" and "The latest sync
+  operation failed": Tune copying its own experiment state into its scratch directory
+  (seen under heavy load with several drivers on one machine). paretune never reads
+  that state (the Optuna storage is the record), so such a failure loses nothing.
 
 The filters sit on the loggers that emit these records (Ray's own module loggers) and
 are removed on exit: nothing changes at import time and every other Ray message stays.
@@ -21,10 +25,12 @@ from contextlib import contextmanager
 
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 TUNE_LOGGER = "ray.tune.tune"
+SYNC_LOGGER = "ray.train._internal.syncer"
 
 TOKEN_AUTH_ENABLED = "Token authentication is enabled for this Ray cluster"
 STOP_SIGNAL = "Stop signal received"
 RESTORE_HINT = "Experiment has been interrupted, but the most recent state was saved"
+SYNC_FAILED = ("Last sync command failed", "The latest sync operation failed")
 
 
 class _Drop(logging.Filter):
@@ -48,6 +54,7 @@ def quiet(on_stop: Callable[[], None] | None = None) -> Iterator[None]:
     would announce that Ctrl-C stops the run."""
     filters = [
         (logging.getLogger(TOKEN_AUTH_LOGGER), _Drop((TOKEN_AUTH_ENABLED,))),
+        (logging.getLogger(SYNC_LOGGER), _Drop(SYNC_FAILED)),
         (
             logging.getLogger(TUNE_LOGGER),
             _Drop((STOP_SIGNAL, RESTORE_HINT), lambda p: on_stop() if p == STOP_SIGNAL and on_stop else None),
