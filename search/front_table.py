@@ -37,12 +37,15 @@ def _model_columns(report: FrontReport) -> list[str]:
     trials = report.front
     if report.describe is None:
         return sorted({k for t in trials for k in t.params})
-    columns: dict[str, None] = {}
+    order: list[str] = []  # the registry's order: model, pruning, quantization, runtime, ...
+    wanted: set[str] = set()
     for trial in trials:
         for column, words in report.describe(trial.params).items():
+            if column not in order:
+                order.append(column)
             if words and (words != "none" or column == "model"):
-                columns.setdefault(column)
-    return list(columns)
+                wanted.add(column)
+    return [column for column in order if column in wanted]
 
 
 def _cell(report: FrontReport, trial, name: str) -> str:
