@@ -233,3 +233,11 @@ def test_every_builtin_dimension_follows_the_protocol():
     for name in ("distillation", "augmentation", "runtime"):
         dimension = next(d for d in spaces.builtins() if d.name == name)
         assert dimension.suggest(optuna.create_study().ask(), spaces.section(plain, dimension), spaces.SuggestContext("image")) == {}
+
+
+def test_task_metric_constraint_is_allowed_only_with_a_task_factory():
+    spec = from_dict(user_spec(constraints=["macro_f1 >= 0.5", "latency_ms <= 2"]))
+    f1, latency = spec.constraints
+    assert f1.violation({"macro_f1": 0.4}) == pytest.approx(0.1) and latency.violation({"latency_ms": 1.0}) == -1.0
+    with pytest.raises(UsageError, match="unknown metric 'macro_f1' in constraint"):
+        from_dict(tiny_spec_dict(constraints=["macro_f1 >= 0.5"]))
