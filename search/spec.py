@@ -148,7 +148,7 @@ class Measure(Strict):
     powercap_root: Path = Path("/sys/class/powercap")
 
 
-_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
 class Constraint(Strict):
