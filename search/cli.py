@@ -635,7 +635,7 @@ def dashboard(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: small sizes, a few minutes on 2 cores."),
     only: Optional[list[str]] = typer.Option(
-        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression, streaming."
+        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression, streaming, early_stopping."
     ),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results.md and results.json."),
 ) -> None:
