@@ -58,7 +58,7 @@ def settings(quick: bool) -> dict:
     if quick:  # a smoke run of the wiring: small models, 20 s per way
         return {"tasks": {"digits": {"epochs": 6, "seconds": 20, "small": True}}, "seeds": [0]}
     return {
-        "tasks": {"digits": {"epochs": 30, "seconds": 300}, "glyphs": {"epochs": 12, "seconds": 600}},
+        "tasks": {"digits": {"epochs": 30, "seconds": 240}, "glyphs": {"epochs": 12, "seconds": 420}},
         "seeds": [0, 1, 2],
     }
 
@@ -200,7 +200,7 @@ def run_one(task_name: str, method: str, seed: int, size: dict, images: Path | N
             run.done.append((at, np.asarray(trial.values, dtype=float) * objectives.signs))
     run.done.sort(key=lambda item: item[0])
     stages = pruned.counts(trials)
-    run.trials = len(trials)
+    run.trials = sum(t.state != TrialState.WAITING for t in trials)  # (interrupted trials' re-runs wait, queued)
     run.complete = sum(t.state == TrialState.COMPLETE for t in trials)
     run.before_training, run.at_rung = stages[pruned.BEFORE_TRAINING], stages[pruned.AT_RUNG]
     run.failed = sum(t.state == TrialState.FAIL for t in trials)
