@@ -125,16 +125,19 @@ def _print_result(summary, spec, storage: Optional[str], progress) -> None:
     interrupted = summary.interrupted_trials
     failed = told["FAIL"] + interrupted
     stored = told["COMPLETE"] + failed + told["PRUNED"]
+    stages = _pruned_stages(summary.pruned_before_training, summary.pruned_at_rung)
     console.print(
         f"this run stored {stored} trial{'s' if stored != 1 else ''} in {clock(summary.wall_seconds)}: "
         f"{told['COMPLETE']} COMPLETE, {failed} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "")
-        + f", {told['PRUNED']} PRUNED"
+        + f", {told['PRUNED']} PRUNED" + (f" ({stages})" if stages else "")
         + (f"; {summary.reconciled} left RUNNING by an earlier run marked FAIL at the start" if summary.reconciled else ""),
         highlight=False,
         soft_wrap=True,
     )
     if progress.study is None:
         return
+    if summary.infeasible_stop:
+        _print_infeasible(progress.study, summary, spec)
     report = fronts.report(progress.study)
     console.print(
         f"study [bold]{spec.name}[/]: {summary.complete}/{summary.budget} COMPLETE in {redact(summary.storage_url)}; "
@@ -150,6 +153,31 @@ def _print_result(summary, spec, storage: Optional[str], progress) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _pruned_stages(before: int, at_rung: int) -> str:
+    from collections import Counter
+
+    from search import pruned
+
+    return pruned.describe(Counter({pruned.BEFORE_TRAINING: before, pruned.AT_RUNG: at_rung}))
+
+
+def _print_infeasible(study, summary, spec) -> None:
+    """Why the search stopped early: no config it tried could meet a hard constraint."""
+    from search import feasibility
+
+    closest = feasibility.closest(study.get_trials(deepcopy=False), feasibility.static_constraints(spec))
+    console.print(
+        f"[yellow]stopped after {summary.pruned_before_training} trials infeasible before training[/] "
+        f"(budget.max_infeasible_trials = {spec.budget.max_infeasible_trials or spec.budget.trials}): "
+        + "; ".join(
+            f"{c} not met, the closest measured {c.objective} {value:.3g} (trial {number})" for c, value, number in closest
+        )
+        + ". Loosen the constraint, or search smaller models, quantization or pruning.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -277,6 +305,8 @@ def launch(
             soft_wrap=True,
         )
         raise typer.Exit(130)
+    if summary.complete < summary.budget and summary.infeasible_stop:
+        return  # a finding, not a failure: no config tried meets the constraints (printed above)
     if summary.complete < summary.budget:
         console.print(
             f"[red]stopped after {summary.failed_this_run} failed trials[/] (budget.max_failed_trials); "
@@ -365,10 +395,14 @@ def status(
         study = load_study(storage, name)
     from search import pareto as fronts
 
+    from search import pruned
+
     report = fronts.report(study)
     counts = Counter(t.state.name for t in report.trials)
+    stages = pruned.describe(pruned.counts(report.trials))
     console.print(
-        f"study [bold]{name}[/]: {len(report.trials)} trials  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+        f"study [bold]{name}[/]: {len(report.trials)} trials  " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        + (f" ({stages})" if stages else ""),
         highlight=False,
     )
     if not report.feasible:
@@ -465,11 +499,16 @@ def front(
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
     else:
+        from search import pruned
+
         excluded = report.excluded()
+        stages = pruned.describe(pruned.counts(report.trials))
         console.print(
             f"study [bold]{name}[/] ({', '.join(f'{n} {d[:3]}' for n, d in zip(objectives.names, objectives.directions))}): "
             f"{len(report.front)} on the Pareto front of {len(report.feasible)} feasible trials "
-            f"({len(report.trials)} in all" + "".join(f", {v} {k}" for k, v in sorted(excluded.items())) + ")",
+            f"({len(report.trials)} in all"
+            + "".join(f", {v} {k}" + (f" ({stages})" if k == "PRUNED" and stages else "") for k, v in sorted(excluded.items()))
+            + ")",
             highlight=False,
             soft_wrap=True,
         )
@@ -620,7 +659,7 @@ def dashboard(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: small sizes, a few minutes on 2 cores."),
     only: Optional[list[str]] = typer.Option(
-        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression, streaming."
+        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression, streaming, early_stopping."
     ),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results.md and results.json."),
 ) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster, preflight, raynoise, tell
+from search import cluster, preflight, pruned, raynoise, tell
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -61,6 +61,9 @@ class LaunchSummary:
     replayed: int = 0  # outcomes an earlier run could not store, added now
     unsaved: int = 0  # outcomes the storage would not take: they wait in unsaved_path
     unsaved_path: str = ""
+    pruned_before_training: int = 0  # this run's trials PRUNED as infeasible before training
+    pruned_at_rung: int = 0  # this run's trials PRUNED by MO-ASHA at a rung
+    infeasible_stop: bool = False  # stopped after budget.max_infeasible_trials infeasible trials
 
 
 def check_address(address: str | None) -> None:
@@ -163,11 +166,16 @@ def run_trials(
     target: Callable | None = None,
     driver: DriverLease | None = None,
     unsaved: Path | None = None,
+    scheduler: Callable[[AskTellSearcher], object] | None = None,
+    time_budget_s: float | None = None,
 ) -> AskTellSearcher:
     """`shared`: `prepare_study`'s results; `plugins`: the user's code. `target`:
     another function trainable with `trainable`'s signature (the orchestration
     benchmark times this exact path with a trivial one). `driver`: this driver's
-    lease, started (`open_study`); without one, a lease for this call alone."""
+    lease, started (`open_study`); without one, a lease for this call alone.
+    `scheduler(searcher)`: a Tune scheduler in place of the spec's
+    (`budget.early_stopping`), and `time_budget_s`: a wall-clock limit (trials still
+    running then are interrupted); both for the early-stopping benchmark."""
     from ray import tune
 
     from search.trial import trainable
@@ -188,7 +196,12 @@ def run_trials(
         plugins=plugins,
         driver=driver,
         unsaved=unsaved,
+        max_infeasible=budget.max_infeasible_trials,
     )
+    if scheduler is None and budget.early_stopping == "moasha":
+        from search.moasha import MOASHAScheduler
+
+        scheduler = lambda searcher: MOASHAScheduler(searcher, spec)  # noqa: E731
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     runnable = tune.with_resources(
         tune.with_parameters(target or trainable, task=task, spec=spec, shared=shared or {}, plugins=plugins), resources
@@ -198,9 +211,11 @@ def run_trials(
         runnable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
+            scheduler=scheduler(searcher) if scheduler is not None else None,  # None: FIFO, every trial trains fully
             num_samples=-1,  # the searcher decides when the budget is met
             max_concurrent_trials=budget.concurrency,
             reuse_actors=True,
+            time_budget_s=time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -297,4 +312,7 @@ def launch(
         replayed=replayed,
         unsaved=searcher.unsaved_count,
         unsaved_path=str(unsaved),
+        pruned_before_training=searcher.pruned[pruned.BEFORE_TRAINING],
+        pruned_at_rung=searcher.pruned[pruned.AT_RUNG],
+        infeasible_stop=searcher.infeasible_stop,
     )

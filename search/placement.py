@@ -37,12 +37,14 @@ def here() -> dict:
     }
 
 
-def _measure_shipped(model_bytes: bytes, runner_bytes: bytes | None, task: Task, spec: StudySpec, info: dict, split: str) -> TrialMetrics:
+def _measure_shipped(
+    model_bytes: bytes, runner_bytes: bytes | None, task: Task, spec: StudySpec, info: dict, split: str, score: bool = True
+) -> TrialMetrics:
     from search.trial import measure
 
     model = portable.loads(model_bytes)
     runner = portable.loads(runner_bytes) if runner_bytes is not None else model
-    return measure(model, task, spec, info, split, runner=runner).update(**here())
+    return measure(model, task, spec, info, split, runner=runner, score=score).update(**here())
 
 
 @functools.cache
@@ -52,7 +54,10 @@ def _remote():
     return ray.remote(_measure_shipped)
 
 
-def measure(model: nn.Module, runner: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val") -> TrialMetrics:
+def measure(
+    model: nn.Module, runner: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val", *, score: bool = True
+) -> TrialMetrics:
+    """`score=False`: latency, energy, size and counts only (search.trial.measure)."""
     from search.trial import measure as measure_here
 
     resource = spec.resources.measure_on
@@ -71,5 +76,5 @@ def measure(model: nn.Module, runner: nn.Module, task: Task, spec: StudySpec, in
                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
             )
             shipped_runner = None if runner is model else portable.dumps(runner)
-            return ray.get(remote.remote(portable.dumps(model), shipped_runner, task, spec, info, split))
-    return measure_here(model, task, spec, info, split, runner=runner).update(**here())
+            return ray.get(remote.remote(portable.dumps(model), shipped_runner, task, spec, info, split, score))
+    return measure_here(model, task, spec, info, split, runner=runner, score=score).update(**here())

@@ -38,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from search import pareto as fronts
+from search import pruned
 from search.searcher import INTERRUPTED
 from search.tell import FAIL_REASON_ATTR
 
@@ -102,6 +103,7 @@ class Snapshot:
     hypervolume: float | None = None
     eta: tuple[float, float, float] | None = None
     durations: int = 0  # finished trials the ETA is based on
+    pruned: Counter = field(default_factory=Counter)  # PRUNED trials by stage (search.pruned)
 
 
 def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None = None) -> Snapshot:
@@ -126,6 +128,7 @@ def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None =
         hypervolume=report.hypervolume if report.front else None,
         eta=eta_seconds(durations, share, needed, running, slots),
         durations=len(durations),
+        pruned=pruned.counts(trials),
     )
 
 
@@ -186,6 +189,9 @@ class SearchProgress:
                 + (f" (the result of trial {recorded_for}, which another driver had failed)" if recorded_for is not None else ""),
                 **wrap,
             )
+        elif trial.state == TrialState.PRUNED:
+            reason = escape(str(trial.user_attrs.get(pruned.REASON_ATTR, "")))
+            self.console.print(f"[yellow]trial {trial.number:>4} PRUNED[/] {reason}", **wrap)
         else:
             reason = escape(str(trial.user_attrs.get(FAIL_REASON_ATTR, "")))
             self.console.print(f"[red]trial {trial.number:>4} {trial.state.name}[/] {reason}", **wrap)
@@ -252,6 +258,11 @@ class SearchProgress:
                 parts.append(f"{name}{sep}{trial.values[self.objectives.index(name)]:.4g} (#{trial.number})")
         return ("  " if sep == " " else " ").join(parts)
 
+    @staticmethod
+    def _pruned_text(snap: Snapshot) -> str:
+        stages = pruned.describe(snap.pruned)
+        return f"{snap.counts['PRUNED']} pruned" + (f" ({stages})" if stages else "")
+
     def _eta_text(self, snap: Snapshot) -> str:
         if snap.eta is None:
             return "ETA after the first trial"
@@ -267,7 +278,7 @@ class SearchProgress:
         c = snap.counts
         text = (
             f"progress {clock(self.elapsed_s)}: {c['COMPLETE']}/{self.budget} COMPLETE, {c['RUNNING']} running, "
-            f"{c['FAIL']} failed, {c['PRUNED']} pruned; {self._eta_text(snap)}"
+            f"{c['FAIL']} failed, {self._pruned_text(snap)}; {self._eta_text(snap)}"
         )
         if snap.front_size:
             text += f"; best {self._best_text(snap, '=')}; front {snap.front_size}, hypervolume {snap.hypervolume:.4g}"
@@ -286,7 +297,7 @@ class SearchProgress:
             Text(f"{c['COMPLETE']}/{self.budget} COMPLETE", style="green"),
             Text(f"{c['RUNNING']} running"),
             Text(f"{c['FAIL']} failed", style="red" if c["FAIL"] else None),
-            Text(f"{c['PRUNED']} pruned"),
+            Text(self._pruned_text(snap)),
         )
         grid.add_row(self.name, bar)
         basis = f", from {snap.durations} trial time{'s' if snap.durations != 1 else ''}" if snap.eta else ""

@@ -8,20 +8,29 @@ finished Tune trial is told exactly once (COMPLETE with finite values, FAIL with
 reason otherwise; `search.tell` makes sure it lands), and trials still live when the
 search stops are marked FAIL with their params queued again. Another driver's RUNNING
 trial is touched only once that driver's lease expired (`search.lease`).
+
+Stopped trials are PRUNED, never COMPLETE (`search.pruned`): a trial whose untrained
+final form missed a hard constraint reports `prune_reason` instead of metrics
+(`search.feasibility`); a trial MO-ASHA stops at a rung (`search.moasha`) reaches
+`on_trial_complete` with its last, low-fidelity result, and the scheduler has said so
+first (`stop_as`). The budget counts COMPLETE trials only, so pruned ones free their
+slot for the next config.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from search import lease, tell
+from search import feasibility, lease, pruned, tell
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
 from search.samplers import CONSTRAINTS_ATTR
@@ -30,6 +39,15 @@ from search.spec import StudySpec
 SEED_ATTR = "seed"  # set once a trial's params are all chosen
 INTERRUPTED = "interrupted: the search stopped before this trial finished"
 EXPIRED = "interrupted: its driver ({driver}) stopped heartbeating; lease of {lease_s:g} s expired {late:.0f} s ago"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A scheduler's word that it stopped a trial: stored PRUNED (or FAIL) with `reason`."""
+
+    reason: str
+    pruned: bool
 
 
 def objective_values(result: dict | None, names: list[str]) -> tuple[list[float] | None, str | None]:
@@ -130,6 +148,8 @@ class AskTellSearcher(Searcher):
     COMPLETE + RUNNING (every driver's) < budget, and the search ends once COMPLETE >=
     budget. With N drivers that ends at budget <= COMPLETE <= budget + total
     concurrency - 1 (trials already running when the budget fills still finish).
+    It also ends after `max_failed` failures or `max_infeasible` trials infeasible
+    before training in this run (a constraint no config of the space can meet).
     """
 
     # While other drivers' trials fill the budget, Tune keeps asking; read the storage
@@ -148,21 +168,26 @@ class AskTellSearcher(Searcher):
         plugins: Plugins | None = None,
         driver: lease.DriverLease | None = None,
         unsaved: Path | None = None,
+        max_infeasible: int | None = None,
     ):
         super().__init__(metric=None, mode=None)
         self.study, self.spec, self.task_kind, self.plugins = study, spec, task_kind, plugins
         self.budget, self.max_failed, self.on_told = budget, max_failed, on_told
+        self.max_infeasible = max_infeasible if max_infeasible is not None else budget
         self.driver, self.unsaved = driver, unsaved
         self.failed = 0  # failures in this run only; earlier ones do not block a resume
+        self.pruned = {pruned.BEFORE_TRAINING: 0, pruned.AT_RUNG: 0}  # trials this run stored PRUNED
         self.told = 0  # outcomes this driver stored
         self.unsaved_count = 0  # outcomes that went to the unsaved file
         self.live: dict[str, optuna.Trial] = {}
         self._waiting_since: float | None = None
+        self._stops: dict[str, Stop] = {}  # Tune trial id -> the scheduler's stop
+        self._attrs: dict[str, dict] = {}  # Tune trial id -> user attrs to store with its outcome
 
     def __getstate__(self) -> dict:
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "driver", "plugins")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs")}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage already holds every trial, and resume
@@ -188,11 +213,16 @@ class AskTellSearcher(Searcher):
         return self._counts()[0]
 
     @property
+    def infeasible_stop(self) -> bool:
+        """This run stopped because `max_infeasible` trials were infeasible before training."""
+        return self.pruned[pruned.BEFORE_TRAINING] >= self.max_infeasible
+
+    @property
     def exhausted(self) -> bool:
-        return self.failed >= self.max_failed or self.complete >= self.budget
+        return self.failed >= self.max_failed or self.infeasible_stop or self.complete >= self.budget
 
     def suggest(self, trial_id: str):
-        if self.failed >= self.max_failed:
+        if self.failed >= self.max_failed or self.infeasible_stop:
             return Searcher.FINISHED if not self.live else None
         if self._waiting_since is not None and time.monotonic() - self._waiting_since < self.WAIT_POLL_S:
             return None
@@ -224,21 +254,70 @@ class AskTellSearcher(Searcher):
                 # than lease.UNCLAIMED_GRACE_S): it is FAIL now, ask another.
                 continue
 
+    # --- what a scheduler (search.moasha) tells the searcher ---------------------------
+
+    def pending_attrs(self, trial_id: str) -> dict:
+        """User attrs waiting to be stored with the outcome of Tune trial `trial_id`."""
+        return self._attrs.get(trial_id, {})
+
+    def remember(self, trial_id: str, attrs: dict, *, write_now: bool = False) -> None:
+        """Store `attrs` with the trial's outcome; with `write_now` also at once, so other
+        drivers and a resumed driver read them while the trial still runs (a storage
+        that fails now gets them with the outcome)."""
+        self._attrs.setdefault(trial_id, {}).update(attrs)
+        trial = self.live.get(trial_id)
+        if not write_now or trial is None:
+            return
+        try:
+            for key, value in attrs.items():
+                tell.retrying(lambda: self.study._storage.set_trial_user_attr(trial._trial_id, key, value))
+        except tell.StorageUnavailable as exc:
+            log.warning("trial %d: %s not written yet (%s); kept for its outcome", trial.number, ", ".join(attrs), exc)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another driver reconciled it; its outcome goes through `tell.record`
+
+    def stop_as(self, trial_id: str, reason: str, *, pruned: bool) -> None:
+        """The scheduler stops Tune trial `trial_id`: store it PRUNED (or FAIL) with `reason`
+        when it completes, whatever its last result says."""
+        self._stops[trial_id] = Stop(reason, pruned)
+
+    # --- outcomes --------------------------------------------------------------------
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
+        stop = self._stops.pop(trial_id, None)
+        attrs = self._attrs.pop(trial_id, {})
         if trial is None:
             return
         self._waiting_since = None  # decide afresh at the next suggest
-        values, reason = objective_values(None if error else result, self.spec.objective_names)
-        if error:
-            reason = "the trial's worker failed (after retries)"
-        attrs = stored_attrs(None if error else result)
-        if values is None:
+        result = None if error else result
+        attrs = {**stored_attrs(result), **attrs}
+        before = feasibility.from_result(result)
+        if before:
+            attrs[feasibility.ATTR] = before
+        is_pruned = False
+        if stop is not None:  # stopped by the scheduler: its last result is a low-fidelity one
+            values, reason, is_pruned = None, stop.reason, stop.pruned
+        elif error:
+            values, reason = None, "the trial's worker failed (after retries)"
+        elif result and result.get(pruned.REASON_ATTR):  # infeasible before training
+            values, reason, is_pruned = None, str(result[pruned.REASON_ATTR]), True
+            attrs[pruned.EPOCH_ATTR] = 0
+        else:
+            values, reason = objective_values(result, self.spec.objective_names)
+        if is_pruned:
+            self.pruned[pruned.BEFORE_TRAINING if attrs.get(pruned.EPOCH_ATTR) == 0 else pruned.AT_RUNG] += 1
+            if self.spec.constraints:  # what the sampler learns feasibility from
+                attrs[CONSTRAINTS_ATTR] = feasibility.violations(self.spec, before)
+        elif values is None:
             reason = reason or "unknown failure"
             self.failed += 1
         elif self.spec.constraints:
             attrs[CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
-        stored = tell.record(self.study, trial, values, attrs, reason=None if values is not None else reason, unsaved=self.unsaved)
+        stored = tell.record(
+            self.study, trial, values, attrs, reason=None if values is not None else reason, pruned=is_pruned,
+            unsaved=self.unsaved,
+        )
         if stored is None:
             self.unsaved_count += 1
             return
@@ -252,6 +331,8 @@ class AskTellSearcher(Searcher):
         count = 0
         for trial_id in list(self.live):
             trial = self.live.pop(trial_id)
+            self._stops.pop(trial_id, None)
+            self._attrs.pop(trial_id, None)
             if tell.fail(self.study, trial._trial_id, reason):  # live trials have all their params
                 tell.requeue_once(self.study, self.study._storage.get_trial(trial._trial_id))
             count += 1

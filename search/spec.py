@@ -124,6 +124,25 @@ class Budget(Strict):
     epochs: int = Field(default=15, ge=1, le=1000)
     max_failed_trials: int | None = Field(default=None, ge=0)
     max_retries: int = Field(default=1, ge=0)  # Ray FailureConfig(max_failures) for a dead worker
+    # Stop dominated trials at rungs (search.moasha): "none" trains every trial fully.
+    early_stopping: Literal["none", "moasha"] = "none"
+    grace_epochs: int = Field(default=1, ge=1)  # the first rung; later ones are x reduction_factor
+    reduction_factor: float = Field(default=3.0, ge=1.5, le=100)  # a rung keeps its top 1/reduction_factor
+    # Before training (search.feasibility): a trial whose untrained, compressed model
+    # misses a hard constraint by more than this fraction of the bound on a timed metric
+    # (latency, energy) is PRUNED; counted metrics (size, params, MACs) get 2%.
+    infeasible_margin: float = Field(default=1.0, ge=0)
+    # Stop after this many trials in one run were infeasible before training (default: trials).
+    max_infeasible_trials: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _rungs_below_epochs(self) -> "Budget":
+        if self.early_stopping == "moasha" and self.grace_epochs >= self.epochs:
+            raise ValueError(
+                f"grace_epochs ({self.grace_epochs}) must be below epochs ({self.epochs}) for early_stopping = "
+                "\"moasha\": no trial would reach a rung"
+            )
+        return self
 
 
 class Resources(Strict):
@@ -228,6 +247,17 @@ class StudySpec(Strict):
             if name is not None and not _known_metric(name, info):
                 raise ValueError(f"unknown metric {name!r} in constraint; choose from {', '.join(OBJECTIVE_NAMES)}")
         return constraints
+
+    @field_validator("budget")
+    @classmethod
+    def _early_stopping_needs(cls, value: Budget, info: ValidationInfo) -> Budget:
+        if value.early_stopping != "moasha":
+            return value
+        if "accuracy" not in (info.data.get("objectives") or {}):
+            raise ValueError('early_stopping = "moasha" compares validation accuracy at its rungs: add accuracy to [objectives]')
+        if info.data.get("task") == "nasbench201":
+            raise ValueError('early_stopping = "moasha" needs training epochs; a lookup-table task has none')
+        return value
 
     @property
     def task_metrics(self) -> list[str]:

@@ -11,6 +11,9 @@
   next launch of that study on that storage adds it (`replay`).
 - An interrupted trial's params are queued once more (`requeue_once`): the sampler's
   chosen point is run again rather than thrown away.
+- A stopped trial (infeasible before training, or stopped at a rung) is told PRUNED
+  through `study.tell`, so the sampler's `after_trial` sees it (TPE records its
+  constraint values and ranks it with the bad trials).
 """
 
 from __future__ import annotations
@@ -119,9 +122,9 @@ def withdraw_retry(study: optuna.Study, number: int, replacement: int) -> None:
 
 
 def _copy(study: optuna.Study, number: int, params: dict, distributions: dict, values: list[float] | None,
-          user_attrs: dict) -> FrozenTrial:
+          user_attrs: dict, pruned: bool = False) -> FrozenTrial:
     """A new finished trial holding the outcome meant for trial `number`."""
-    state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+    state = TrialState.COMPLETE if values is not None else TrialState.PRUNED if pruned else TrialState.FAIL
     copy = optuna.trial.create_trial(
         state=state, params=params, distributions=distributions, values=values,
         user_attrs={**user_attrs, RECORDED_FOR_ATTR: number},
@@ -142,20 +145,26 @@ def record(
     attrs: dict,
     *,
     reason: str | None = None,
+    pruned: bool = False,
     unsaved: Path | None = None,
 ) -> int | None:
     """Store a trial's outcome: COMPLETE with `values`, or FAIL with `reason` (values
-    None), its `attrs` as user attrs. Returns the id of the stored trial holding it (a
-    new one when the trial was finished elsewhere), or None when the storage stayed
-    unreachable and the outcome went to the `unsaved` file instead."""
+    None), or with `pruned` PRUNED with `reason` as its prune reason; its `attrs` as
+    user attrs. Returns the id of the stored trial holding it (a new one when the
+    trial was finished elsewhere), or None when the storage stayed unreachable and the
+    outcome went to the `unsaved` file instead."""
+    from search.pruned import REASON_ATTR
+
     storage = study._storage
     trial_id = trial._trial_id
     if reason is not None:
-        attrs = {**attrs, FAIL_REASON_ATTR: reason[:1000]}
+        attrs = {**attrs, (REASON_ATTR if pruned else FAIL_REASON_ATTR): reason[:1000]}
     try:
         for key, value in attrs.items():
             retrying(lambda: storage.set_trial_user_attr(trial_id, key, value))
-        if values is None:
+        if pruned:
+            retrying(lambda: study.tell(trial, state=TrialState.PRUNED))
+        elif values is None:
             retrying(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
         else:
             retrying(lambda: study.tell(trial, values))
@@ -163,7 +172,7 @@ def record(
     except StorageUnavailable as exc:
         if unsaved is None:
             raise
-        _append_unsaved(unsaved, trial, values, attrs, str(exc))
+        _append_unsaved(unsaved, trial, values, attrs, str(exc), pruned)
         return None
     except Exception as exc:  # noqa: BLE001 - only "finished elsewhere" is handled
         if not finished_elsewhere(exc):
@@ -188,13 +197,16 @@ def unsaved_path(study_name: str, storage_url: str) -> Path:
     return home / "unsaved" / f"{safe}-{digest}.jsonl"
 
 
-def _append_unsaved(path: Path, trial: optuna.Trial, values: list[float] | None, attrs: dict, error: str) -> None:
+def _append_unsaved(
+    path: Path, trial: optuna.Trial, values: list[float] | None, attrs: dict, error: str, pruned: bool = False
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {
         "number": trial.number,
         "params": trial.params,
         "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
         "values": values,
+        "pruned": pruned,
         "user_attrs": attrs,
         "error": error,
         "time": time.time(),
@@ -217,10 +229,14 @@ def replay(study: optuna.Study, path: Path) -> int:
         while pending:
             entry = json.loads(pending[0])
             original = by_number.get(entry["number"])
-            stored = entry["values"] is not None and original is not None and original.values == entry["values"]
+            stored = original is not None and (
+                (entry["values"] is not None and original.values == entry["values"])
+                or (entry.get("pruned") and original.state == TrialState.PRUNED)
+            )
             if not stored:  # (stored: the last attempt went through after all)
                 distributions = {k: json_to_distribution(d) for k, d in entry["distributions"].items()}
-                _copy(study, entry["number"], entry["params"], distributions, entry["values"], entry["user_attrs"])
+                _copy(study, entry["number"], entry["params"], distributions, entry["values"], entry["user_attrs"],
+                      pruned=bool(entry.get("pruned")))
                 added += 1
             pending.pop(0)
     finally:

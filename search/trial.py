@@ -127,6 +127,14 @@ def build_and_compress(
         dimension.prepare(model, params, ctx)
     torch.manual_seed(seed)  # the same training randomness whether or not a teacher was trained just now
     fit(model, task, ctx.training, spec.budget.epochs, seed=seed, report=on_epoch, workers=workers_for(task, spec), loop=plugins.train)
+    model = compress(model, params, ctx, active)
+    ctx.info["train_seconds"] = time.perf_counter() - started
+    return model, ctx, active
+
+
+def compress(model: nn.Module, params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension]) -> nn.Module:
+    """The compress stage (pruning + fine-tune, quantization); records the float
+    model's MACs and parameter count in ctx.info."""
     for dimension in active:
         if dimension.stage == "compress":
             model = dimension.apply(model, params, ctx)
@@ -136,9 +144,8 @@ def build_and_compress(
         "macs": int(sum(macs.values())),
         "macs_by_precision": macs_by_precision(macs, ctx.info.get("int8_kinds", ())),
         "float_params": complexity.count_params(float_model)[0],
-        "train_seconds": time.perf_counter() - started,
     })
-    return model.eval(), ctx, active
+    return model.eval()
 
 
 def deploy(model: nn.Module, params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension]) -> nn.Module:
@@ -166,11 +173,14 @@ def task_metrics(task: Task, runner: nn.Module, batches) -> dict[str, float]:
 
 
 def measure(
-    model: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val", *, runner: nn.Module | None = None
+    model: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val", *, runner: nn.Module | None = None,
+    score: bool = True,
 ) -> TrialMetrics:
     """Objectives of the deployable `model`; latency, energy and accuracy run on
     `runner` (the model on its runtime) where given. Parameter counts come from the
-    torch model; the size is the runtime's own artifact where it has one (ONNX)."""
+    torch model; the size is the runtime's own artifact where it has one (ONNX).
+    `score=False` skips accuracy and the task's metrics (NaN, none): an untrained
+    model's (search.feasibility)."""
     settings = spec.measure
     runner = model if runner is None else runner
     dataset = task.val if split == "val" else task.test
@@ -204,10 +214,10 @@ def measure(
             powercap_root=settings.powercap_root,
             device=device,
         )
-    batches = loader(dataset, 512, workers=workers_for(task, spec))
+    batches = loader(dataset, 512, workers=workers_for(task, spec)) if score else None
     gmac_per_s = info["macs"] * settings.batch_size / (speed.value * 1e6) if speed.value > 0 else 0.0
     return TrialMetrics(
-        accuracy=accuracy.measure(runner, batches).value,
+        accuracy=accuracy.measure(runner, batches).value if score else float("nan"),
         latency_ms=speed.value,
         latency_p90_ms=speed.detail["p90_ms"],
         energy_mj=power.value,
@@ -225,11 +235,11 @@ def measure(
         runtime="eager",
         gmac_per_s=gmac_per_s,
         int8_kernels=spaces.runtime.int8_kernels(runner),
-        train_seconds=info["train_seconds"],
+        train_seconds=info.get("train_seconds", 0.0),
         measure_seconds=time.perf_counter() - started,
         split=split,
         teacher_source=info.get("teacher_source"),
-        task_metrics=task_metrics(task, runner, batches),
+        task_metrics=task_metrics(task, runner, batches) if score else {},
     )
 
 
@@ -265,16 +275,34 @@ def run_pipeline(
 def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = None, plugins: Plugins | None = None) -> None:
     """Ray Tune function trainable. `config` = {"params", "seed", "number"} from the
     searcher; `shared` and `plugins` travel like `task` through `tune.with_parameters`,
-    so each sits once in the object store."""
+    so each sits once in the object store.
+
+    Where the spec has a constraint that can be judged before training, or searches
+    with MO-ASHA, the trial first measures its untrained final form
+    (search.feasibility): infeasible, it reports `prune_reason` and stops there;
+    otherwise every result carries those values (`pretrain_*`), the static part of
+    MO-ASHA's rung vectors."""
     from ray import tune
 
+    from search import feasibility
+    from search.pruned import EPOCH_ATTR, REASON_ATTR
+
+    before: dict = {}
+
     def report_epoch(epoch: int, val_accuracy: float) -> None:
-        tune.report({"epoch": epoch + 1, "val_accuracy": val_accuracy})
+        tune.report({"epoch": epoch + 1, "val_accuracy": val_accuracy, **before})
 
     try:
+        if feasibility.needed(spec, task.kind):
+            torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+            verdict = feasibility.check(config["params"], task, spec, config["seed"], plugins=plugins, shared=shared)
+            if verdict.reason is not None:
+                tune.report({REASON_ATTR: verdict.reason, EPOCH_ATTR: 0, **verdict.result()})
+                return
+            before = verdict.result()
         result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, shared=shared, plugins=plugins)
     except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
         tune.report({"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]})
         return
     metrics = result.metrics.to_result() if isinstance(result.metrics, TrialMetrics) else result.metrics
-    tune.report({**metrics, "done": True})
+    tune.report({**metrics, **before, "done": True})

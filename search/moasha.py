@@ -1,0 +1,255 @@
+"""Multi-objective asynchronous successive halving (MO-ASHA): dominated trials stop at rungs.
+
+Rungs sit at `grace_epochs` × `reduction_factor`^k epochs (rounded, below
+`budget.epochs`): 1, 3, 9, 27 for grace 1, factor 3 and 30 epochs. At a rung a trial's
+objective vector is
+
+- accuracy: its validation accuracy after that epoch;
+- latency_ms, energy_mj, size_kb, params, macs: those of its final form, measured
+  before training (search.feasibility); a task's own metrics are only known at the end
+  and are left out.
+
+The promotion rule (`decide`): with n trials recorded at the rung, this one included,
+the rung keeps its top k = ⌈n / reduction_factor⌉. Trials are ordered by non-dominated
+sorting (front 0 first), then within a front by crowding distance (NSGA-II's, larger
+first: a front's extremes and its sparse stretches go first). A trial continues iff
+fewer than k trials are strictly ahead of it; trials tied with it (same front, same
+crowding distance, e.g. equal vectors) are not ahead, so a tie at the cut is promoted.
+With nothing recorded yet a trial continues (n = 1, k = 1), as in Ray's ASHA. A vector
+with a non-finite value ranks nowhere: the trial is stopped as FAIL and not recorded.
+
+Why a Tune scheduler: only a scheduler can stop a Tune trial (a searcher only hears of
+results), and every Ray Tune scheduler compares one metric, so this is a
+`FIFOScheduler` with its own `on_trial_result`. It runs in the driver (local,
+`--address` and Ray Jobs alike) and keeps no rung table of its own: at each decision
+it reads the `rung_<epoch>` user attrs of the study's COMPLETE, PRUNED and RUNNING
+trials from the Optuna storage (every driver's, every earlier run's) and writes its own
+record there before the trial goes on; a driver resumed after a kill -9 reads the same
+tables. FAIL trials are left out (an interrupted trial runs again, under a new number,
+and records again).
+
+A stopped trial reaches the searcher's `on_trial_complete` with its last, low-fidelity
+result; the scheduler has told the searcher first (`AskTellSearcher.stop_as`), which
+stores it PRUNED (or FAIL), never COMPLETE.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from search import feasibility, tell
+from search.pareto import nondominated_mask
+
+log = logging.getLogger(__name__)
+RUNG_PREFIX = "rung_"
+RANKED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def milestones(grace_epochs: int, reduction_factor: float, epochs: int) -> list[int]:
+    """Rung epochs: grace × factor^k, rounded, strictly below `epochs`."""
+    rungs: list[int] = []
+    k = 0
+    while True:
+        epoch = int(round(grace_epochs * reduction_factor**k))
+        if epoch >= epochs:
+            return rungs
+        if not rungs or epoch > rungs[-1]:
+            rungs.append(epoch)
+        k += 1
+
+
+def rung_key(epoch: int) -> str:
+    return f"{RUNG_PREFIX}{epoch}"
+
+
+# --- the promotion rule (pure) --------------------------------------------------------
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index of each minimization point: 0 for the non-dominated ones, 1 for those
+    dominated only by front 0, and so on."""
+    ranks = np.full(len(points), -1)
+    remaining = np.arange(len(points))
+    front = 0
+    while len(remaining):
+        mask = nondominated_mask(points[remaining])
+        ranks[remaining[mask]] = front
+        remaining = remaining[~mask]
+        front += 1
+    return ranks
+
+
+def crowding(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of minimization points (one front): per objective, the
+    gap between a point's neighbours over the objective's range, summed; the points
+    at an objective's minimum or maximum get infinity. Equal points get equal
+    distances (computed once on the distinct points), and an objective equal on every
+    point counts for nothing."""
+    n = len(points)
+    if n == 0:
+        return np.empty(0)
+    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    if len(distinct) <= 2:
+        return np.full(n, np.inf)
+    distance = np.zeros(len(distinct))
+    for j in range(distinct.shape[1]):
+        column = distinct[:, j]
+        low, high = column.min(), column.max()
+        if high <= low:
+            continue
+        distance[(column == low) | (column == high)] = np.inf
+        order = np.argsort(column, kind="stable")
+        gaps = (column[order][2:] - column[order][:-2]) / (high - low)
+        distance[order[1:-1]] += gaps
+    return distance[inverse]
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    ahead: int  # trials at the rung strictly ahead of this one
+    keep: int  # how many the rung keeps: ceil(n / reduction_factor)
+    of: int  # trials at the rung, this one included
+    failed: bool = False  # the vector had a non-finite value: the trial FAILs
+
+
+def decide(vector, others, reduction_factor: float) -> Decision:
+    """Whether a trial with minimization `vector` continues past a rung where `others`
+    (minimization vectors of the other trials recorded there) are; see the module
+    docstring. Rows of `others` with a non-finite value are ignored."""
+    mine = np.asarray(vector, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(mine)):
+        return Decision(False, 0, 0, 0, failed=True)
+    rows = [np.asarray(o, dtype=float).reshape(-1) for o in others]
+    rows = [r for r in rows if r.shape == mine.shape and np.all(np.isfinite(r))]
+    points = np.vstack([*rows, mine])
+    n = len(points)
+    keep = max(1, math.ceil(n / reduction_factor - 1e-9))
+    ranks = nondominated_ranks(points)
+    me = n - 1
+    same_front = ranks == ranks[me]
+    distance = np.full(n, -np.inf)
+    distance[same_front] = crowding(points[same_front])
+    ahead = int(np.sum(ranks < ranks[me]) + np.sum(same_front & (distance > distance[me])))
+    return Decision(ahead < keep, ahead, keep, n)
+
+
+# --- rung vectors and tables ----------------------------------------------------------
+
+
+def rung_objectives(objectives: dict[str, str]) -> dict[str, str]:
+    """The objectives known at a rung (name -> direction): accuracy and the static ones."""
+    return {n: d for n, d in objectives.items() if n == "accuracy" or n in feasibility.STATIC}
+
+
+def rung_values(result: dict, objectives: dict[str, str]) -> dict[str, float]:
+    """A trial's vector at a rung, by objective name (NaN where a value is missing)."""
+
+    def number(value) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    return {
+        name: number(result.get("val_accuracy") if name == "accuracy" else result.get(feasibility.PREFIX + name))
+        for name in objectives
+    }
+
+
+def minimized(values: dict[str, float], objectives: dict[str, str]) -> list[float]:
+    return [values.get(n, math.nan) * (-1.0 if d == "maximize" else 1.0) for n, d in objectives.items()]
+
+
+def recorded(study: optuna.Study, epoch: int, *, exclude: int) -> list[dict[str, float]]:
+    """The vectors recorded at rung `epoch` by the study's ranked trials (every driver's,
+    every run's), trial `exclude` left out; read from the storage."""
+    storage, study_id = study._storage, study._study_id
+    trials = tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=RANKED))
+    key = rung_key(epoch)
+    out = []
+    for trial in trials:
+        record = trial.user_attrs.get(key)
+        if trial.number != exclude and isinstance(record, dict) and isinstance(record.get("values"), dict):
+            out.append(record["values"])
+    return out
+
+
+def describe(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
+# --- the scheduler --------------------------------------------------------------------
+
+
+class MOASHAScheduler(FIFOScheduler):
+    """Ray Tune scheduler of MO-ASHA over an `AskTellSearcher` (which holds the study,
+    the live Optuna trials and stores the outcome)."""
+
+    def __init__(self, searcher, spec):
+        super().__init__()
+        budget = spec.budget
+        self.searcher = searcher
+        self.rungs = milestones(budget.grace_epochs, budget.reduction_factor, budget.epochs)
+        self.reduction_factor = budget.reduction_factor
+        self.objectives = rung_objectives(dict(spec.objectives))
+        self.decisions = {"promoted": 0, "stopped": 0, "failed": 0}  # this run's, for the summary
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its scheduler with the experiment state; the searcher holds the
+        # storage, which is where everything this scheduler knows is kept.
+        return {k: v for k, v in self.__dict__.items() if k != "searcher"}
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        epoch = result.get("epoch")
+        if not isinstance(epoch, (int, float)) or int(epoch) not in self.rungs:
+            return TrialScheduler.CONTINUE
+        epoch = int(epoch)
+        live = self.searcher.live.get(trial.trial_id)
+        key = rung_key(epoch)
+        if live is None or key in self.searcher.pending_attrs(trial.trial_id):
+            return TrialScheduler.CONTINUE  # not a trial of this search, or judged at this rung already
+        values = rung_values(result, self.objectives)
+        try:
+            others = recorded(self.searcher.study, epoch, exclude=live.number)
+        except tell.StorageUnavailable as exc:
+            log.warning("rung %d of trial %d: storage unreadable (%s); judged on no other trial", epoch, live.number, exc)
+            others = []
+        decision = decide(
+            minimized(values, self.objectives), [minimized(o, self.objectives) for o in others], self.reduction_factor
+        )
+        if decision.failed:
+            bad = ", ".join(f"{n} {v}" for n, v in values.items() if not math.isfinite(v))
+            self.decisions["failed"] += 1
+            self.searcher.stop_as(trial.trial_id, f"non-finite objective at rung epoch {epoch}: {bad}", pruned=False)
+            return TrialScheduler.STOP
+        record = {
+            "epoch": epoch, "values": values, "promoted": decision.promote,
+            "ahead": decision.ahead, "keep": decision.keep, "of": decision.of,
+        }
+        self.searcher.remember(trial.trial_id, {key: record}, write_now=True)
+        if decision.promote:
+            self.decisions["promoted"] += 1
+            return TrialScheduler.CONTINUE
+        self.decisions["stopped"] += 1
+        from search.pruned import EPOCH_ATTR
+
+        self.searcher.remember(trial.trial_id, {EPOCH_ATTR: epoch})
+        self.searcher.stop_as(
+            trial.trial_id,
+            f"dominated at rung epoch {epoch}: {decision.ahead} of {decision.of} trials ahead, the rung keeps "
+            f"{decision.keep} ({describe(values)})",
+            pruned=True,
+        )
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        return f"MO-ASHA: rungs at epochs {self.rungs}, keeps 1/{self.reduction_factor:g}"
