@@ -33,6 +33,8 @@ built on 2 cores shared with other work.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import statistics
@@ -58,7 +60,7 @@ def settings(quick: bool) -> dict:
     if quick:  # a smoke run of the wiring: small models, 20 s per way
         return {"tasks": {"digits": {"epochs": 6, "seconds": 20, "small": True}}, "seeds": [0]}
     return {
-        "tasks": {"digits": {"epochs": 30, "seconds": 240}, "glyphs": {"epochs": 12, "seconds": 420}},
+        "tasks": {"digits": {"epochs": 30, "seconds": 180}, "glyphs": {"epochs": 12, "seconds": 420}},
         "seeds": [0, 1, 2],
     }
 
@@ -325,4 +327,21 @@ def run(quick: bool = False) -> list[Table]:
                     print(f"early_stopping: {task} {method} seed {seed}: {runs[-1].complete} COMPLETE, "
                           f"{runs[-1].at_rung} stopped at a rung, {runs[-1].before_training} before training, "
                           f"load {runs[-1].load}", file=sys.stderr, flush=True)
+                    # The raw run, one JSON line: the tables can be rebuilt from a log (`from_log`).
+                    print("early_stopping raw " + json.dumps(dataclasses.asdict(runs[-1]), default=_plain), file=sys.stderr, flush=True)
+    return tables(runs)
+
+
+def _plain(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def from_log(path: Path) -> list[Table]:
+    """The tables from the raw lines a (possibly interrupted) run printed."""
+    runs = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("early_stopping raw "):
+            data = json.loads(line[len("early_stopping raw "):])
+            data["done"] = [(at, np.asarray(values, dtype=float)) for at, values in data["done"]]
+            runs.append(Run(**data))
     return tables(runs)
