@@ -33,7 +33,6 @@ from ray.tune.search import Searcher
 from search import feasibility, lease, pruned, tell
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
-from search.samplers import CONSTRAINTS_ATTR
 from search.spec import StudySpec
 
 SEED_ATTR = "seed"  # set once a trial's params are all chosen
@@ -308,12 +307,12 @@ class AskTellSearcher(Searcher):
         if is_pruned:
             self.pruned[pruned.BEFORE_TRAINING if attrs.get(pruned.EPOCH_ATTR) == 0 else pruned.AT_RUNG] += 1
             if self.spec.constraints:  # what the sampler learns feasibility from
-                attrs[CONSTRAINTS_ATTR] = feasibility.violations(self.spec, before)
+                attrs[tell.CONSTRAINTS_ATTR] = feasibility.violations(self.spec, before)
         elif values is None:
             reason = reason or "unknown failure"
             self.failed += 1
         elif self.spec.constraints:
-            attrs[CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
+            attrs[tell.CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
         stored = tell.record(
             self.study, trial, values, attrs, reason=None if values is not None else reason, pruned=is_pruned,
             unsaved=self.unsaved,

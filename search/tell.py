@@ -12,8 +12,11 @@
 - An interrupted trial's params are queued once more (`requeue_once`): the sampler's
   chosen point is run again rather than thrown away.
 - A stopped trial (infeasible before training, or stopped at a rung) is told PRUNED
-  through `study.tell`, so the sampler's `after_trial` sees it (TPE records its
-  constraint values and ranks it with the bad trials).
+  through `study.tell`, so the sampler sees it (TPE ranks it with the bad trials).
+- Constraint violations (the `constraints` user attr, in the spec's order) are also set
+  as Optuna's own constraint values (`set_constraint("0", v)`, ...) before the tell:
+  what every Optuna 5 sampler reads feasibility from (`trial.constraints`), in place
+  of the deprecated `constraints_func`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 FAIL_REASON_ATTR = "fail_reason"
+CONSTRAINTS_ATTR = "constraints"  # violations, one per spec constraint (<= 0: met)
 RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it re-runs
 RECORDED_FOR_ATTR = "recorded_for"  # on a trial holding a late result: the trial it belongs to
 # Seconds between attempts of a storage call that failed for a passing reason (about a
@@ -121,6 +126,17 @@ def withdraw_retry(study: optuna.Study, number: int, replacement: int) -> None:
             pass
 
 
+def constraint_values(attrs: dict) -> dict[str, float]:
+    """Optuna's constraint values from the `constraints` user attr (violations, <= 0
+    feasible), keyed "0", "1", ... in the spec's order. A NaN violation (a metric that
+    was not measured) is left out: Optuna refuses NaN, and nothing is known of it."""
+    return {
+        str(index): float(value)
+        for index, value in enumerate(attrs.get(CONSTRAINTS_ATTR) or [])
+        if isinstance(value, (int, float)) and not math.isnan(value)
+    }
+
+
 def _copy(study: optuna.Study, number: int, params: dict, distributions: dict, values: list[float] | None,
           user_attrs: dict, pruned: bool = False) -> FrozenTrial:
     """A new finished trial holding the outcome meant for trial `number`."""
@@ -129,6 +145,8 @@ def _copy(study: optuna.Study, number: int, params: dict, distributions: dict, v
         state=state, params=params, distributions=distributions, values=values,
         user_attrs={**user_attrs, RECORDED_FOR_ATTR: number},
     )
+    for key, value in constraint_values(user_attrs).items():
+        copy.set_constraint(key, value)
     copy._validate()
     # What Study.add_trial does, keeping the new trial's id.
     trial_id = retrying(lambda: study._storage.create_new_trial(study._study_id, template_trial=copy))
@@ -162,6 +180,8 @@ def record(
     try:
         for key, value in attrs.items():
             retrying(lambda: storage.set_trial_user_attr(trial_id, key, value))
+        for key, value in constraint_values(attrs).items():
+            retrying(lambda: trial.set_constraint(key, value))
         if pruned:
             retrying(lambda: study.tell(trial, state=TrialState.PRUNED))
         elif values is None:
