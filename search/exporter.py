@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 from search.errors import UsageError
 from search.metrics import keys as metric_keys
 from search.storage import redact
+from search.tell import CONSTRAINTS_ATTR
 
 # Top-level spec keys first, then its tables, in the order a hand-written spec has them.
 SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "model", "train", "budget", "resources", "measure", "space")
@@ -180,8 +181,8 @@ def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *
         for k in exported_keys
         if trial.user_attrs.get(k) is not None and k not in exported["values"]
     }
-    if "constraints" in trial.user_attrs:
-        exported["constraint_violations"] = [float(v) for v in trial.user_attrs["constraints"]]
+    if CONSTRAINTS_ATTR in trial.user_attrs:
+        exported["constraint_violations"] = [float(v) for v in trial.user_attrs[CONSTRAINTS_ATTR]]
     return {**spec, "params": dict(trial.params), "exported": exported}
 
 

@@ -35,6 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
+from search.tell import CONSTRAINTS_ATTR
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 WIDEN = 0.1
@@ -82,7 +83,7 @@ def _spec_constraints(study: optuna.Study) -> list:
 
 def violations(trial: FrozenTrial, constraints: list = (), names: list[str] = ()) -> list[float]:
     """Constraint violations of a trial (<= 0 feasible); [] when it has none."""
-    stored = trial.user_attrs.get("constraints")
+    stored = trial.user_attrs.get(CONSTRAINTS_ATTR)
     if stored is not None:
         return [float(v) for v in stored]
     metrics = dict(trial.user_attrs)
