@@ -19,7 +19,7 @@ from pathlib import Path
 
 from search.errors import UsageError
 
-NAMES = ("overhead", "efficiency", "early_stopping", "stability", "compression", "streaming")
+NAMES = ("overhead", "efficiency", "early_stopping", "throughput", "stability", "compression", "streaming")
 # These share one local Ray; the others measure latency and want the node quiet.
 USES_RAY = ("overhead", "efficiency", "early_stopping")
 DEFAULT_OUT = Path("bench-results")

@@ -6,6 +6,7 @@ line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from search import stop_signals
 from search.errors import UsageError
 
 app = typer.Typer(
@@ -240,6 +242,7 @@ def launch(
         from optuna.trial import TrialState
 
         from search.lease import records
+        from search.tell import RETRY_OF_ATTR
         from search.warmstart import ENQUEUED_ATTR
 
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -255,6 +258,9 @@ def launch(
             highlight=False,
             soft_wrap=True,
         )
+        rerun = sum(RETRY_OF_ATTR in t.user_attrs for t in waiting)
+        if rerun:
+            console.print(f"{rerun} trial(s) the last stop cut short run again first", highlight=False)
         for trial in waiting:
             source = trial.user_attrs.get(ENQUEUED_ATTR)
             if source:
@@ -272,9 +278,12 @@ def launch(
             )
         progress.start(study)
 
-    def on_stop() -> None:  # Ctrl-C, in place of Tune's "checkpoint" message
+    def on_stop() -> None:  # Ctrl-C (or SIGTERM, SIGHUP), in place of Tune's "checkpoint" message
+        signum = stop_signals.received()
+        what = f" on {signal.Signals(signum).name}" if signum is not None else ""
+        again = f"{signal.Signals(signum).name} or Ctrl-C" if signum is not None else "Ctrl-C"
         console.print(
-            "[yellow]stopping:[/] trials still running will be stored as FAIL (interrupted); Ctrl-C again to stop at once",
+            f"[yellow]stopping{what}:[/] trials still running will be stored as FAIL (interrupted); {again} again to stop at once",
             highlight=False,
         )
 
@@ -304,7 +313,7 @@ def launch(
             highlight=False,
             soft_wrap=True,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(stop_signals.exit_code())  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     if summary.complete < summary.budget and summary.infeasible_stop:
         return  # a finding, not a failure: no config tried meets the constraints (printed above)
     if summary.complete < summary.budget:
@@ -659,7 +668,7 @@ def dashboard(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: small sizes, a few minutes on 2 cores."),
     only: Optional[list[str]] = typer.Option(
-        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, stability, compression, streaming, early_stopping."
+        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, early_stopping, throughput, stability, compression, streaming."
     ),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results.md and results.json."),
 ) -> None:
@@ -680,14 +689,15 @@ def bench(
 
 def main() -> None:
     try:
-        app()
+        with stop_signals.caught():  # SIGTERM and SIGHUP stop any command as Ctrl-C does
+            app()
     except UsageError as exc:
         # markup=False: a "[section]" in a message is text, not Rich markup.
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, SIGHUP: search.stop_signals) before or after the trials ran
         err_console.print("interrupted", highlight=False)
-        sys.exit(130)
+        sys.exit(stop_signals.exit_code())
 
 
 if __name__ == "__main__":

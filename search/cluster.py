@@ -11,12 +11,18 @@
   Inside a Ray Job (`paretune submit`) the job's runtime_env already carries it.
 - A local Ray is watched by `search.ray_reaper`: if the driver dies without shutting
   it down (kill -9), the processes of its Ray session are ended too.
+- A local Ray's processes run in a session of their own (`own_session`): a SIGTERM or
+  SIGHUP sent to the driver's process group (`timeout`, a closed terminal) reaches the
+  driver, which stops the search and shuts that Ray down itself, rather than killing
+  Ray under a search that still needs it to stop its trials (search.stop_signals).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import subprocess
 from pathlib import Path
 
 from search.errors import UsageError
@@ -70,7 +76,8 @@ def init(address: str | None) -> bool:
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING", configure_logging=True)
     if not address:
         ensure_private_token()
-        ray.init(**kwargs)
+        with own_session():
+            ray.init(**kwargs)
         watch_local_ray()
         return True
     runtime_env = None if in_ray_job() else code_runtime_env()
@@ -80,6 +87,32 @@ def init(address: str | None) -> bool:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--address {address}: cannot join the Ray cluster ({first[:300]})") from None
     return True
+
+
+@contextlib.contextmanager
+def own_session():
+    """While the block runs, the processes Ray starts (GCS, raylet, its agents; the
+    raylet's workers follow it) begin a session of their own. Ray already blocks SIGINT
+    in them, so that Ctrl-C reaches the driver alone; this does the same for the
+    signals sent to a whole process group. Without Ray's process class (another Ray
+    version) the block runs unchanged."""
+    from ray._private import services
+
+    original = getattr(services, "ConsolePopen", None)
+    if original is None or not issubclass(original, subprocess.Popen) or os.name != "posix":
+        yield
+        return
+
+    class InOwnSession(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = InOwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def watch_local_ray() -> None:

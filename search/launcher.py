@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster, preflight, pruned, raynoise, tell
+from search import cluster, preflight, pruned, raynoise, stop_signals, tell
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -64,6 +64,8 @@ class LaunchSummary:
     pruned_before_training: int = 0  # this run's trials PRUNED as infeasible before training
     pruned_at_rung: int = 0  # this run's trials PRUNED by MO-ASHA at a rung
     infeasible_stop: bool = False  # stopped after budget.max_infeasible_trials infeasible trials
+    stop_signal: int | None = None  # SIGTERM or SIGHUP, when one stopped the search (search.stop_signals)
+    requeued: int = 0  # trials an earlier run stopped short, queued at the start to run again
 
 
 def check_address(address: str | None) -> None:
@@ -197,6 +199,7 @@ def run_trials(
         driver=driver,
         unsaved=unsaved,
         max_infeasible=budget.max_infeasible_trials,
+        ask_ahead=True,
     )
     if scheduler is None and budget.early_stopping == "moasha":
         from search.moasha import MOASHAScheduler
@@ -272,25 +275,28 @@ def launch(
     url = storages.resolve_url(storage_url)
     started_ray = init_ray(address)
     try:
-        # Needs the cluster's nodes; checked before the study is created or written.
-        cluster.check_resource(spec.resources.measure_on)
-        study_is_new = not storages.study_exists(storage, spec.name)
-        study, reconciled = open_study(spec, storage, task.kind, driver=driver, on_reconciled=on_reconciled)
-        driver.on_beat = lambda: reconcile_running(study, own=driver.id, on_reconciled=on_reconciled)
-        warmstart.enqueue(study, seeds, study_is_new)
-        unsaved = tell.unsaved_path(spec.name, url)
-        replayed = tell.replay(study, unsaved)
-        if on_start is not None:
-            on_start(study, reconciled)
-        # Done once here; `tune.with_parameters` ships the results to every worker
-        # through the object store, so no trial redoes them (e.g. retrains the teacher).
-        shared = prepare_study(spec, task, plugins)
-        with raynoise.quiet():  # Ray's messages that do not apply (e.g. from Tune's unused experiment state)
-            searcher = run_trials(
-                spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
-            )
-        if searcher.exhausted:
-            settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
+        # Again now: ray.init put its own SIGTERM handler (sys.exit) in place of ours.
+        with stop_signals.caught():
+            # Needs the cluster's nodes; checked before the study is created or written.
+            cluster.check_resource(spec.resources.measure_on)
+            study_is_new = not storages.study_exists(storage, spec.name)
+            study, reconciled = open_study(spec, storage, task.kind, driver=driver, on_reconciled=on_reconciled)
+            driver.on_beat = lambda: reconcile_running(study, own=driver.id, on_reconciled=on_reconciled)
+            warmstart.enqueue(study, seeds, study_is_new)
+            unsaved = tell.unsaved_path(spec.name, url)
+            replayed = tell.replay(study, unsaved)
+            requeued = tell.requeue_interrupted(study)  # what the last stop cut short runs first
+            if on_start is not None:
+                on_start(study, reconciled)
+            # Done once here; `tune.with_parameters` ships the results to every worker
+            # through the object store, so no trial redoes them (e.g. retrains the teacher).
+            shared = prepare_study(spec, task, plugins)
+            with raynoise.quiet():  # Ray's messages that do not apply (e.g. from Tune's unused experiment state)
+                searcher = run_trials(
+                    spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
+                )
+            if searcher.exhausted:
+                settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
     finally:
         driver.stop()
         if started_ray:
@@ -315,4 +321,6 @@ def launch(
         pruned_before_training=searcher.pruned[pruned.BEFORE_TRAINING],
         pruned_at_rung=searcher.pruned[pruned.AT_RUNG],
         infeasible_stop=searcher.infeasible_stop,
+        stop_signal=stop_signals.received(),
+        requeued=requeued,
     )

@@ -19,10 +19,12 @@ slot for the next config.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +32,15 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from search import feasibility, lease, pruned, tell
+from search import feasibility, lease, pruned, tell, timing
+from search import storage as storages
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
 from search.spec import StudySpec
 
-SEED_ATTR = "seed"  # set once a trial's params are all chosen
-INTERRUPTED = "interrupted: the search stopped before this trial finished"
-EXPIRED = "interrupted: its driver ({driver}) stopped heartbeating; lease of {lease_s:g} s expired {late:.0f} s ago"
+SEED_ATTR = tell.SEED_ATTR  # set once a trial's params are all chosen
+INTERRUPTED = f"{tell.INTERRUPTED_PREFIX}: the search stopped before this trial finished"
+EXPIRED = tell.INTERRUPTED_PREFIX + ": its driver ({driver}) stopped heartbeating; lease of {lease_s:g} s expired {late:.0f} s ago"
 log = logging.getLogger(__name__)
 
 
@@ -168,8 +171,10 @@ class AskTellSearcher(Searcher):
         driver: lease.DriverLease | None = None,
         unsaved: Path | None = None,
         max_infeasible: int | None = None,
+        ask_ahead: bool = False,
     ):
         super().__init__(metric=None, mode=None)
+        self.ask_ahead = ask_ahead  # ask the next trial while the running ones train (`_ask_ahead`)
         self.study, self.spec, self.task_kind, self.plugins = study, spec, task_kind, plugins
         self.budget, self.max_failed, self.on_told = budget, max_failed, on_told
         self.max_infeasible = max_infeasible if max_infeasible is not None else budget
@@ -182,11 +187,18 @@ class AskTellSearcher(Searcher):
         self._waiting_since: float | None = None
         self._stops: dict[str, Stop] = {}  # Tune trial id -> the scheduler's stop
         self._attrs: dict[str, dict] = {}  # Tune trial id -> user attrs to store with its outcome
+        self._marks: dict[str, dict] = {}  # Tune trial id -> when its params were chosen and handed to Tune
+        # The next trial is asked ahead, on a thread of its own, while the running trials
+        # train: a slot that frees up gets its config at once instead of waiting for the
+        # sampler (see `_ask_ahead`).
+        self._ahead: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict:
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs", "_marks", "_ahead", "_pool")}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage already holds every trial, and resume
@@ -223,22 +235,61 @@ class AskTellSearcher(Searcher):
     def suggest(self, trial_id: str):
         if self.failed >= self.max_failed or self.infeasible_stop:
             return Searcher.FINISHED if not self.live else None
-        if self._waiting_since is not None and time.monotonic() - self._waiting_since < self.WAIT_POLL_S:
-            return None
-        complete, running = self._counts()
-        if complete >= self.budget:
-            return Searcher.FINISHED if not self.live else None
-        if complete + running >= self.budget:
-            # Enough in flight across the drivers; a failure among them frees a slot.
-            self._waiting_since = time.monotonic()
-            return None
-        self._waiting_since = None
+        point = self._take_ahead()  # asked while the last trials ran; counted RUNNING since, so it runs
+        if point is None:
+            if self._waiting_since is not None and time.monotonic() - self._waiting_since < self.WAIT_POLL_S:
+                return None
+            complete, running = self._counts()
+            if complete >= self.budget:
+                return Searcher.FINISHED if not self.live else None
+            if complete + running >= self.budget:
+                # Enough in flight across the drivers; a failure among them frees a slot.
+                self._waiting_since = time.monotonic()
+                return None
+            self._waiting_since = None
+            point = self._ask_point()
+        trial, config, sampled = point
+        self.live[trial_id] = trial
+        self._marks[trial_id] = {"sampled": sampled, "handed": time.time()}
+        self._ask_ahead()
+        return config
+
+    def _ask_point(self) -> tuple[optuna.Trial, dict, float]:
+        """Ask the sampler for a trial and its params; (trial, Tune config, when chosen)."""
         trial = self._ask_claimed()
         params = suggest_params(trial, self.spec, self.task_kind, self.plugins)
         seed = self.spec.seed + trial.number
         tell.retrying(lambda: trial.set_user_attr(SEED_ATTR, seed))
-        self.live[trial_id] = trial
-        return {"params": params, "seed": seed, "number": trial.number}
+        return trial, {"params": params, "seed": seed, "number": trial.number}, time.time()
+
+    def _ask_ahead(self) -> None:
+        """Start asking the next trial in the background, if the budget has room for it.
+
+        Trials are short next to a sampler that reads the whole study (TPE on a few
+        hundred trials: ~50 ms, on the search's event loop): asked ahead, that time
+        overlaps training. The trial asked ahead knows every result but those of the
+        trials running meanwhile (the constant liar stands in for them, as it does for
+        every running trial).
+
+        Only one ask runs at a time (`suggest` asks itself only once the one ahead is
+        taken). Tells go on beside it on the search's own thread: Optuna's storages are
+        thread-safe, and the samplers paretune makes (search.samplers) keep no state
+        between a trial's tell (`after_trial`) and the next ask."""
+        if not self.ask_ahead or self._ahead is not None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-ask")
+
+        def ask() -> tuple[optuna.Trial, dict, float] | None:
+            complete, running = self._counts()
+            return self._ask_point() if complete + running < self.budget else None
+
+        self._ahead = self._pool.submit(ask)
+
+    def _take_ahead(self) -> tuple[optuna.Trial, dict, float] | None:
+        """The trial asked ahead (waiting for its sampler if it is not done), or None."""
+        future, self._ahead = self._ahead, None
+        return future.result() if future is not None else None
 
     def _ask_claimed(self) -> optuna.Trial:
         while True:
@@ -268,8 +319,7 @@ class AskTellSearcher(Searcher):
         if not write_now or trial is None:
             return
         try:
-            for key, value in attrs.items():
-                tell.retrying(lambda: self.study._storage.set_trial_user_attr(trial._trial_id, key, value))
+            tell.retrying(lambda: storages.set_user_attrs(self.study._storage, trial._trial_id, attrs))
         except tell.StorageUnavailable as exc:
             log.warning("trial %d: %s not written yet (%s); kept for its outcome", trial.number, ", ".join(attrs), exc)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -283,14 +333,23 @@ class AskTellSearcher(Searcher):
     # --- outcomes --------------------------------------------------------------------
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        trial = self.live.pop(trial_id, None)
+        received = time.time()
+        # The trial stays live until its outcome is stored: a search stopped meanwhile
+        # (search.stop_signals) then stores it FAIL in `close`, never leaves it RUNNING.
+        trial = self.live.get(trial_id)
         stop = self._stops.pop(trial_id, None)
         attrs = self._attrs.pop(trial_id, {})
+        marks = self._marks.pop(trial_id, {})
         if trial is None:
             return
         self._waiting_since = None  # decide afresh at the next suggest
         result = None if error else result
         attrs = {**stored_attrs(result), **attrs}
+        worker = json.loads((result or {}).get(timing.ATTR) or "{}")
+        attrs[timing.ATTR] = {
+            "phases": worker.get("phases", {}),
+            "marks": {**worker.get("marks", {}), **marks, "result": received},
+        }
         before = feasibility.from_result(result)
         if before:
             attrs[feasibility.ATTR] = before
@@ -317,6 +376,7 @@ class AskTellSearcher(Searcher):
             self.study, trial, values, attrs, reason=None if values is not None else reason, pruned=is_pruned,
             unsaved=self.unsaved,
         )
+        self.live.pop(trial_id, None)
         if stored is None:
             self.unsaved_count += 1
             return
@@ -325,14 +385,33 @@ class AskTellSearcher(Searcher):
             self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
 
     def close(self, reason: str = INTERRUPTED) -> int:
-        """Fail every trial still live (Ctrl-C, driver shutdown) and queue its params for
-        the next run; returns how many."""
-        count = 0
-        for trial_id in list(self.live):
-            trial = self.live.pop(trial_id)
-            self._stops.pop(trial_id, None)
-            self._attrs.pop(trial_id, None)
-            if tell.fail(self.study, trial._trial_id, reason):  # live trials have all their params
+        """Fail every trial still live (Ctrl-C, SIGTERM, driver shutdown), and the one
+        asked ahead; returns how many. Their params are queued at once where another
+        driver of the study is alive to run them, else by the next launch
+        (`tell.requeue_interrupted`), so a stopped study holds no WAITING trial."""
+        try:
+            ahead = self._take_ahead()
+        except Exception:  # noqa: BLE001 - its ask failed: there is no trial to finish
+            ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        trials = [self.live.pop(trial_id) for trial_id in list(self.live)]
+        trials += [ahead[0]] if ahead is not None else []
+        self._stops.clear()
+        self._attrs.clear()
+        self._marks.clear()
+        requeue = bool(trials) and self._other_drivers_alive()
+        for trial in trials:
+            if tell.fail(self.study, trial._trial_id, reason) and requeue:  # live trials have all their params
                 tell.requeue_once(self.study, self.study._storage.get_trial(trial._trial_id))
-            count += 1
-        return count
+        return len(trials)
+
+    def _other_drivers_alive(self) -> bool:
+        if self.driver is None:
+            return False
+        try:
+            drivers = tell.retrying(lambda: lease.records(self.study._storage, self.study._study_id))
+        except tell.StorageUnavailable:
+            return False  # the next launch queues them
+        return any(record.alive() for driver_id, record in drivers.items() if driver_id != self.driver.id)

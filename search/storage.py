@@ -149,3 +149,24 @@ def load_study(url: str | None, name: str) -> optuna.Study:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
         raise UsageError(f"study {name!r} not found in {resolve_url(url)} (studies: {names or 'none'})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict) -> None:
+    """Write all of `attrs` as user attrs of one trial, in one transaction on an RDB
+    storage: a trial's outcome carries some 40 measured values, and one commit each
+    (an fsync each on SQLite, ~3 ms) held the search's event loop ~0.1 s per trial,
+    while the other trials' reports waited on it. Other storages get one call per key.
+    Raises UpdateFinishedTrialError, like Optuna's own call, if the trial is finished."""
+    backend = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in _CachedStorage
+    if not isinstance(backend, RDBStorage) or not attrs:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
+    # Optuna's RDBStorage has no public call for several attrs: its own per-key step,
+    # inside its own session helper, once for every key.
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)

@@ -10,7 +10,9 @@
   `$PARETUNE_HOME/unsaved/<study>-<storage hash>.jsonl` (default ~/.paretune) and the
   next launch of that study on that storage adds it (`replay`).
 - An interrupted trial's params are queued once more (`requeue_once`): the sampler's
-  chosen point is run again rather than thrown away.
+  chosen point is run again rather than thrown away. A search that stops (Ctrl-C,
+  SIGTERM) with no other driver to take them over leaves its cut-short trials FAIL and
+  nothing WAITING; the next launch of the study queues them (`requeue_interrupted`).
 - A stopped trial (infeasible before training, or stopped at a rung) is told PRUNED
   through `study.tell`, so the sampler sees it (TPE ranks it with the bad trials).
 - Constraint violations (the `constraints` user attr, in the spec's order) are also set
@@ -36,9 +38,13 @@ from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from search import storage as storages
+
 FAIL_REASON_ATTR = "fail_reason"
 CONSTRAINTS_ATTR = "constraints"  # violations, one per spec constraint (<= 0: met)
 RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it re-runs
+SEED_ATTR = "seed"  # set once a trial's params are all chosen (search.searcher)
+INTERRUPTED_PREFIX = "interrupted"  # how the fail reason of a trial cut short begins
 RECORDED_FOR_ATTR = "recorded_for"  # on a trial holding a late result: the trial it belongs to
 # Seconds between attempts of a storage call that failed for a passing reason (about a
 # minute in all, on top of SQLite's own 30 s lock wait per attempt).
@@ -111,6 +117,23 @@ def requeue_once(study: optuna.Study, trial: FrozenTrial) -> bool:
     return True
 
 
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue the params of every trial a stopped search cut short (FAIL, reason
+    "interrupted...", its params all chosen) that has no re-run yet; returns how many.
+    Called as a launch starts. Two drivers resuming one study at the same instant may
+    both queue a point: it then runs twice, nothing is lost."""
+    trials = study.get_trials(deepcopy=False)
+    rerun = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    count = 0
+    for trial in trials:
+        cut_short = trial.state == TrialState.FAIL and str(trial.user_attrs.get(FAIL_REASON_ATTR, "")).startswith(
+            INTERRUPTED_PREFIX
+        )
+        if cut_short and SEED_ATTR in trial.user_attrs and trial.number not in rerun and requeue_once(study, trial):
+            count += 1
+    return count
+
+
 def withdraw_retry(study: optuna.Study, number: int, replacement: int) -> None:
     """The result of trial `number` arrived after all: fail its queued re-run, if no
     driver has picked it up yet."""
@@ -178,8 +201,7 @@ def record(
     if reason is not None:
         attrs = {**attrs, (REASON_ATTR if pruned else FAIL_REASON_ATTR): reason[:1000]}
     try:
-        for key, value in attrs.items():
-            retrying(lambda: storage.set_trial_user_attr(trial_id, key, value))
+        retrying(lambda: storages.set_user_attrs(storage, trial_id, attrs))  # one commit, not one per key
         for key, value in constraint_values(attrs).items():
             retrying(lambda: trial.set_constraint(key, value))
         if pruned:

@@ -29,7 +29,7 @@ searched dimension.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
@@ -92,11 +92,14 @@ def fit(
     lr_scale: float = 1.0,
     constant_lr: bool = False,
     report: Callable[[int, float], None] | None = None,
+    report_epochs: Collection[int] | None = None,
     workers: int = 0,
     loop: Callable | None = None,
 ) -> nn.Module:
     """Train `model` in place for `epochs` with `hooks` (spaces.TrainingHooks), by the
-    user's `loop` where given, else by paretune's own; returns it in eval mode."""
+    user's `loop` where given, else by paretune's own; returns it in eval mode.
+    `report(epoch, val_accuracy)` after the epochs in `report_epochs` (1-based; None:
+    every epoch); paretune's loop measures validation accuracy only for those."""
     if epochs <= 0:
         return model
     model.to(hooks.device)
@@ -107,14 +110,17 @@ def fit(
     optimizer = hooks.make_optimizer(model, lr_scale)
     scheduler = hooks.make_scheduler(optimizer, epochs * len(train_loader), constant_lr)
     run = _Recording(hooks)
+    wanted = None if report_epochs is None else set(report_epochs)
+    if report is None or wanted == set():
+        report, wanted = None, set()
     with run.attached(model):
         if loop is None:
-            _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, run)
+            _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, run, wanted)
         else:
             model.train()
             loop(
                 model=model, train_loader=train_loader, val_loader=val_loader, optimizer=optimizer,
-                scheduler=scheduler, epochs=epochs, report=report or (lambda epoch, value: None), hooks=run,
+                scheduler=scheduler, epochs=epochs, report=_only_at(report, wanted), hooks=run,
             )
             missing = run.unused_needs()
             if missing:
@@ -125,7 +131,17 @@ def fit(
     return model.eval()
 
 
-def _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks: TrainingHooks) -> None:
+def _only_at(report: Callable[[int, float], None] | None, wanted: set[int] | None) -> Callable[[int, float], None]:
+    """What a user loop calls as `report`: passed on for the wanted epochs (None: all)."""
+    def filtered(epoch: int, value: float) -> None:
+        if report is not None and (wanted is None or epoch + 1 in wanted):
+            report(epoch, value)
+
+    return filtered
+
+
+def _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks: TrainingHooks,
+          wanted: set[int] | None = None) -> None:
     device = hooks.device
     for epoch in range(epochs):
         model.train()
@@ -145,7 +161,7 @@ def _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report,
             optimizer.step()
             scheduler.step()
         hooks.end_epoch(epoch)
-        if report is not None:
+        if report is not None and (wanted is None or epoch + 1 in wanted):  # a validation pass only when reported
             report(epoch, evaluate(model, val_loader))
 
 

@@ -14,10 +14,13 @@ final metrics once, and turns an exception inside the trial into a reported fail
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import time
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +28,7 @@ from torch import nn
 
 import spaces
 from objectives import accuracy, complexity, energy, latency
-from search import hardware, placement
+from search import hardware, placement, timing
 from search.data import Task, calibration_batches, example_inputs, loader, workers_for
 from search.metrics import TrialMetrics
 from search.plugins import Plugins, dimensions
@@ -87,7 +90,8 @@ def trial_context(
         user_model=plugins.model,
         shared=dict(shared or {}),
         device=device,
-        training=spaces.TrainingHooks(pause=latency.wait_for_measurements, device=device),
+        # Between batches training waits while a measurement on this node runs (a wait, not training time).
+        training=spaces.TrainingHooks(pause=timing.waited("wait", latency.wait_for_measurements), device=device),
     )
 
     def fine_tune(model: nn.Module, epochs: int, *, lr_scale: float = 0.1, constant_lr: bool = True, seed_offset: int = 1):
@@ -110,10 +114,11 @@ def build_model(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dime
 
 def build_and_compress(
     params: dict, task: Task, spec: StudySpec, seed: int, on_epoch=None, *, plugins: Plugins | None = None,
-    shared: dict | None = None,
+    shared: dict | None = None, report_epochs: Collection[int] | None = None,
 ) -> tuple[nn.Module, spaces.TrialContext, list[spaces.Dimension]]:
     """Build, train and compress; returns the compressed model, the trial context
-    (ctx.float_model, ctx.info) and the active dimensions."""
+    (ctx.float_model, ctx.info) and the active dimensions. `on_epoch(epoch,
+    val_accuracy)` after the epochs in `report_epochs` (1-based; None: every epoch)."""
     if plugins is None:  # a direct call: what the spec references
         from search.plugins import resolve
 
@@ -122,12 +127,16 @@ def build_and_compress(
     torch.manual_seed(seed)
     ctx = trial_context(params, task, spec, seed, plugins, shared)
     started = time.perf_counter()
-    model = build_model(params, ctx, active).to(ctx.device)
-    for dimension in active:
-        dimension.prepare(model, params, ctx)
+    with timing.phase("build"):
+        model = build_model(params, ctx, active).to(ctx.device)
+        for dimension in active:
+            dimension.prepare(model, params, ctx)
     torch.manual_seed(seed)  # the same training randomness whether or not a teacher was trained just now
-    fit(model, task, ctx.training, spec.budget.epochs, seed=seed, report=on_epoch, workers=workers_for(task, spec), loop=plugins.train)
-    model = compress(model, params, ctx, active)
+    with timing.phase("train"):
+        fit(model, task, ctx.training, spec.budget.epochs, seed=seed, report=on_epoch, report_epochs=report_epochs,
+            workers=workers_for(task, spec), loop=plugins.train)
+    with timing.phase("compress"):
+        model = compress(model, params, ctx, active)
     ctx.info["train_seconds"] = time.perf_counter() - started
     return model, ctx, active
 
@@ -190,7 +199,10 @@ def measure(
     device = str(measure_device(spec))
     example = torch.rand(settings.batch_size, *task.input_shape, device=device)
     started = time.perf_counter()
-    with latency.exclusive(), latency.torch_threads(settings.threads):
+    with contextlib.ExitStack() as held:
+        with timing.waiting("wait"):  # another trial's measurement on this node
+            held.enter_context(latency.exclusive())
+        held.enter_context(latency.torch_threads(settings.threads))
         speed = latency.measure(
             runner,
             task.input_shape,
@@ -253,23 +265,42 @@ def run_pipeline(
     *,
     shared: dict | None = None,
     plugins: Plugins | None = None,
+    report_epochs: Collection[int] | None = None,
 ) -> PipelineResult:
     """Run one trial's config. `shared`: the launch's `prepare_study` results by
     dimension name (the distillation teacher), shipped once to the workers; `plugins`:
-    the user's model factory, training loop and dimensions."""
+    the user's model factory, training loop and dimensions; `on_epoch` is called after
+    the epochs in `report_epochs` (see `build_and_compress`). Its phases go to the
+    thread's `search.timing` record, if one is open."""
     if task.kind == "table":  # a tabular benchmark: the recorded metrics are the result
         from search import tabular_bench
 
         return PipelineResult(None, None, tabular_bench.lookup(params))
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
-    model, ctx, active = build_and_compress(params, task, spec, seed, on_epoch, plugins=plugins, shared=shared)
-    runner = deploy(model, params, ctx, active)
-    # On this node, or on one carrying `resources.measure_on` (search.placement).
-    metrics = placement.measure(model, runner, task, spec, ctx.info, split)
+    model, ctx, active = build_and_compress(
+        params, task, spec, seed, on_epoch, plugins=plugins, shared=shared, report_epochs=report_epochs
+    )
+    with timing.phase("deploy"):
+        runner = deploy(model, params, ctx, active)
+    with timing.phase("measure"):
+        # On this node, or on one carrying `resources.measure_on` (search.placement).
+        metrics = placement.measure(model, runner, task, spec, ctx.info, split)
     metrics = metrics.update(
         runtime=params.get("runtime", "eager"), train_device=str(ctx.device), **hardware.describe()
     )
     return PipelineResult(model, ctx.float_model if ctx.float_model is not None else model, metrics, runner)
+
+
+def report_epochs(spec: StudySpec) -> tuple[int, ...]:
+    """The epochs (1-based) whose validation accuracy a trial reports to Tune: the rung
+    epochs of MO-ASHA, none without early stopping. A report is a round trip to the
+    search's event loop (the trial waits for it) and a validation pass; nothing else
+    reads per-epoch results."""
+    if spec.budget.early_stopping != "moasha":
+        return ()
+    from search.moasha import milestones
+
+    return tuple(milestones(spec.budget.grace_epochs, spec.budget.reduction_factor, spec.budget.epochs))
 
 
 def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = None, plugins: Plugins | None = None) -> None:
@@ -281,28 +312,37 @@ def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = N
     with MO-ASHA, the trial first measures its untrained final form
     (search.feasibility): infeasible, it reports `prune_reason` and stops there;
     otherwise every result carries those values (`pretrain_*`), the static part of
-    MO-ASHA's rung vectors."""
+    MO-ASHA's rung vectors. The last result carries the trial's phases
+    (`search.timing`)."""
     from ray import tune
 
     from search import feasibility
     from search.pruned import EPOCH_ATTR, REASON_ATTR
 
     before: dict = {}
+    worker_start = time.time()
 
     def report_epoch(epoch: int, val_accuracy: float) -> None:
-        tune.report({"epoch": epoch + 1, "val_accuracy": val_accuracy, **before})
+        with timing.waiting("report"):
+            tune.report({"epoch": epoch + 1, "val_accuracy": val_accuracy, **before})
 
-    try:
-        if feasibility.needed(spec, task.kind):
-            torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
-            verdict = feasibility.check(config["params"], task, spec, config["seed"], plugins=plugins, shared=shared)
-            if verdict.reason is not None:
-                tune.report({REASON_ATTR: verdict.reason, EPOCH_ATTR: 0, **verdict.result()})
-                return
-            before = verdict.result()
-        result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, shared=shared, plugins=plugins)
-    except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
-        tune.report({"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]})
-        return
-    metrics = result.metrics.to_result() if isinstance(result.metrics, TrialMetrics) else result.metrics
-    tune.report({**metrics, **before, "done": True})
+    def last(result: dict) -> None:
+        marks = {"worker_start": worker_start, "worker_end": time.time()}
+        # As JSON text: Tune flattens nested dicts of a result before the searcher sees it.
+        tune.report({**result, timing.ATTR: json.dumps({"phases": timeline.as_dict(), "marks": marks})})
+
+    with timing.record() as timeline:
+        try:
+            if feasibility.needed(spec, task.kind):
+                with timing.phase("check"):
+                    torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+                    verdict = feasibility.check(config["params"], task, spec, config["seed"], plugins=plugins, shared=shared)
+                if verdict.reason is not None:
+                    return last({REASON_ATTR: verdict.reason, EPOCH_ATTR: 0, **verdict.result()})
+                before = verdict.result()
+            result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, shared=shared,
+                                  plugins=plugins, report_epochs=report_epochs(spec))
+        except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
+            return last({"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]})
+        metrics = result.metrics.to_result() if isinstance(result.metrics, TrialMetrics) else result.metrics
+        last({**metrics, **before, "done": True})

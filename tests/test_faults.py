@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search import tell
 from search.searcher import AskTellSearcher, reconcile_running
 from search.spec import from_dict
 from tests.conftest import ROOT, tiny_spec_dict, write_toml
@@ -173,30 +174,50 @@ def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
-    spec = fault_spec(tmp_path, "ctrlc", trials=30)
+# Ctrl-C, and what a time limit, a preemption or a closed terminal sends: each to the
+# driver's whole process group, as a terminal, `timeout` or `ray job stop` does.
+STOPS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+
+
+@pytest.mark.parametrize("signum,code", STOPS, ids=[signal.Signals(s).name for s, _ in STOPS])
+def test_a_stop_signal_stops_cleanly_and_says_how_to_resume(tmp_path, signum, code):
+    import psutil
+
+    name = f"stop{signum}"
+    spec = fault_spec(tmp_path, name, trials=30)
     url = f"sqlite:///{tmp_path / 'c.db'}"
     proc = start_driver(spec, url)
-    assert wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in states(url, "ctrlc")) >= 1)
-    os.killpg(proc.pid, signal.SIGINT)
+    assert wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in states(url, name)) >= 1)
+    ray_processes = psutil.Process(proc.pid).children(recursive=True)  # the local Ray, its workers
+    assert ray_processes
+    os.killpg(proc.pid, signum)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output[-3000:]
+    assert proc.returncode == code, output[-3000:]
     assert "resume with:" in output and "paretune launch" in output
-    trials = states(url, "ctrlc")
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    trials = states(url, name)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     assert complete >= 1
-    # The trials Ctrl-C cut short are FAIL, their params queued for the next launch.
     stopped = [t for t in trials if t.state == TrialState.FAIL]
-    waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert stopped and sorted(t.user_attrs["retry_of"] for t in waiting) == [t.number for t in stopped]
+    assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
     # The summary counts what the run stored, the interrupted trials included (they are FAIL).
-    interrupted = sum(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
     stored = complete + len(stopped)
     assert f"this run stored {stored} trial{'s' if stored != 1 else ''} in " in output, output[-3000:]
-    assert f": {complete} COMPLETE, {len(stopped)} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "") in output
-    assert "stopping: trials still running will be stored as FAIL (interrupted)" in output
+    assert f": {complete} COMPLETE, {len(stopped)} FAIL ({len(stopped)} interrupted)" in output
+    what = "" if signum == signal.SIGINT else f" on {signal.Signals(signum).name}"
+    assert f"stopping{what}: trials still running will be stored as FAIL (interrupted)" in output
     assert "Tuner.restore" not in output and "checkpoint" not in output
+    assert "received at time" not in output and "rpc_client" not in output  # no signal dump, no Ray errors
+    # The local Ray is gone with the driver, not left to a reaper.
+    gone, alive = psutil.wait_procs(ray_processes, timeout=5)
+    assert not alive, [p.pid for p in alive]
+    # The next launch runs the points the stop cut short, once each.
+    study = optuna.load_study(study_name=name, storage=url)
+    assert tell.requeue_interrupted(study) == len(stopped)
+    assert tell.requeue_interrupted(study) == 0
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == [t.number for t in stopped]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [t.params for t in stopped]
 
 
 # --- bad values reported by a trial -------------------------------------------------
@@ -242,10 +263,13 @@ def test_worker_error_is_fail_and_finite_values_complete(searcher):
     assert done.user_attrs["size_kb"] == 3.0
 
 
-def test_close_fails_live_trials_and_queues_their_params(searcher):
+def test_close_fails_live_trials_and_the_next_launch_queues_their_params(searcher):
     searcher.suggest("a"), searcher.suggest("b")
     assert searcher.close() == 2
     failed = searcher.study.get_trials(states=(TrialState.FAIL,))
+    # No other driver runs the study: nothing is left WAITING; the next launch queues them.
+    assert not searcher.study.get_trials(states=(TrialState.WAITING,))
+    assert tell.requeue_interrupted(searcher.study) == 2
     queued = searcher.study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["retry_of"] for t in queued] == [t.number for t in failed] == [0, 1]
     assert [t.system_attrs["fixed_params"] for t in queued] == [t.params for t in failed]
