@@ -182,21 +182,22 @@ def measure_run(task: str, way: str, seed: int, size: dict, workdir: Path, root:
     import optuna
     from optuna.trial import TrialState
 
-    from search import pareto, timing
+    from search import timing
+    from search.spec import load as load_spec
 
     seconds = size["seconds"]
     spec_path = spec_file(task, seed, size, workdir)
     url = f"sqlite:///{workdir / f'{label}-{task}-{seed}.db'}"
     load = round(os.getloadavg()[0], 2)
     started = run_plain(spec_path, url, seconds) if way == "plain Optuna" else run_paretune(spec_path, url, seconds, root)
-    study = optuna.load_study(study_name=f"tp-{task}-{seed}", storage=url)
-    objectives = pareto.objectives_of(study)
+    spec = load_spec(spec_path)  # the objectives by name: a plain Optuna study does not record them
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in spec.directions])
+    study = optuna.load_study(study_name=spec.name, storage=url)
     trials = study.get_trials(deepcopy=False)
     counted = [t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete.timestamp() - started <= seconds]
-    run = Run(task, label, seed, load, seconds, seconds, objectives.names, objectives.directions)
-    numbers = {t.number for t in counted}
-    run.done = sorted(((t.datetime_complete.timestamp() - started, np.asarray(t.values, dtype=float) * objectives.signs)
-                       for t in pareto.feasible_trials(study) if t.number in numbers), key=lambda item: item[0])
+    run = Run(task, label, seed, load, seconds, seconds, spec.objective_names, list(spec.directions))
+    run.done = sorted(((t.datetime_complete.timestamp() - started, np.asarray(t.values, dtype=float) * signs)
+                       for t in counted), key=lambda item: item[0])
     run.trials = sum(t.state != TrialState.WAITING for t in trials)
     run.complete = len(counted)
     run.failed = sum(t.state == TrialState.FAIL for t in trials)

@@ -113,6 +113,9 @@ def stage(spec: StudySpec, directory: Path) -> Path:
     return path
 
 
+JOB_STOP_WAIT_S = 60
+
+
 def submit(spec: StudySpec, address: str, storage_url: str | None) -> str:
     """Submit the search; returns the job id."""
     from search.cluster import code_runtime_env
@@ -124,7 +127,10 @@ def submit(spec: StudySpec, address: str, storage_url: str | None) -> str:
         runtime_env = {
             **code_runtime_env(),
             "working_dir": staging,
-            "env_vars": {"PARETUNE_STORAGE": url, "RAY_USAGE_STATS_ENABLED": "0"},
+            # `ray job stop` sends SIGTERM, which the search takes as Ctrl-C (search.stop_signals);
+            # Ray's default 3 s before SIGKILL is too short to store the running trials FAIL.
+            "env_vars": {"PARETUNE_STORAGE": url, "RAY_USAGE_STATS_ENABLED": "0",
+                         "RAY_JOB_STOP_WAIT_TIME_S": str(JOB_STOP_WAIT_S)},
         }
         try:
             return jobs.submit_job(

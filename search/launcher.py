@@ -199,7 +199,7 @@ def run_trials(
         driver=driver,
         unsaved=unsaved,
         max_infeasible=budget.max_infeasible_trials,
-        ask_ahead=True,
+        pipelined=True,
     )
     if scheduler is None and budget.early_stopping == "moasha":
         from search.moasha import MOASHAScheduler

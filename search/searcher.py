@@ -171,10 +171,13 @@ class AskTellSearcher(Searcher):
         driver: lease.DriverLease | None = None,
         unsaved: Path | None = None,
         max_infeasible: int | None = None,
-        ask_ahead: bool = False,
+        pipelined: bool = False,
     ):
         super().__init__(metric=None, mode=None)
-        self.ask_ahead = ask_ahead  # ask the next trial while the running ones train (`_ask_ahead`)
+        # Ask the next trial while the running ones train (`_ask_ahead`) and store each
+        # outcome on a thread of its own (`_store`): Tune's event loop, which answers every
+        # trial, then never waits on the sampler or the storage.
+        self.pipelined = pipelined
         self.study, self.spec, self.task_kind, self.plugins = study, spec, task_kind, plugins
         self.budget, self.max_failed, self.on_told = budget, max_failed, on_told
         self.max_infeasible = max_infeasible if max_infeasible is not None else budget
@@ -188,17 +191,17 @@ class AskTellSearcher(Searcher):
         self._stops: dict[str, Stop] = {}  # Tune trial id -> the scheduler's stop
         self._attrs: dict[str, dict] = {}  # Tune trial id -> user attrs to store with its outcome
         self._marks: dict[str, dict] = {}  # Tune trial id -> when its params were chosen and handed to Tune
-        # The next trial is asked ahead, on a thread of its own, while the running trials
-        # train: a slot that frees up gets its config at once instead of waiting for the
-        # sampler (see `_ask_ahead`).
-        self._ahead: Future | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: Future | None = None  # the trial being asked ahead
+        self._pool: ThreadPoolExecutor | None = None  # asks ahead
+        self._writer: ThreadPoolExecutor | None = None  # stores outcomes, in the order they came
+        self._writes: list[Future] = []
 
     def __getstate__(self) -> dict:
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs", "_marks", "_ahead", "_pool")}
+                if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs", "_marks", "_ahead", "_pool",
+                              "_writer", "_writes")}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage already holds every trial, and resume
@@ -233,6 +236,7 @@ class AskTellSearcher(Searcher):
         return self.failed >= self.max_failed or self.infeasible_stop or self.complete >= self.budget
 
     def suggest(self, trial_id: str):
+        self._raise_failed_write()
         if self.failed >= self.max_failed or self.infeasible_stop:
             return Searcher.FINISHED if not self.live else None
         point = self._take_ahead()  # asked while the last trials ran; counted RUNNING since, so it runs
@@ -275,7 +279,7 @@ class AskTellSearcher(Searcher):
         taken). Tells go on beside it on the search's own thread: Optuna's storages are
         thread-safe, and the samplers paretune makes (search.samplers) keep no state
         between a trial's tell (`after_trial`) and the next ask."""
-        if not self.ask_ahead or self._ahead is not None:
+        if not self.pipelined or self._ahead is not None:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-ask")
@@ -334,6 +338,7 @@ class AskTellSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         received = time.time()
+        self._raise_failed_write()
         # The trial stays live until its outcome is stored: a search stopped meanwhile
         # (search.stop_signals) then stores it FAIL in `close`, never leaves it RUNNING.
         trial = self.live.get(trial_id)
@@ -372,10 +377,20 @@ class AskTellSearcher(Searcher):
             self.failed += 1
         elif self.spec.constraints:
             attrs[tell.CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
-        stored = tell.record(
-            self.study, trial, values, attrs, reason=None if values is not None else reason, pruned=is_pruned,
-            unsaved=self.unsaved,
-        )
+        reason = None if values is not None else reason
+        if not self.pipelined:
+            self._store(trial_id, trial, values, attrs, reason, is_pruned)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-store")
+        self._writes = [w for w in self._writes if not w.done() or w.exception() is not None]
+        self._writes.append(self._writer.submit(self._store, trial_id, trial, values, attrs, reason, is_pruned))
+
+    def _store(self, trial_id: str, trial: optuna.Trial, values, attrs: dict, reason: str | None, is_pruned: bool) -> None:
+        """Store one outcome (`tell.record`), then let it go from `live`; on the writer
+        thread when pipelined. Until stored, the trial counts RUNNING in the storage, so
+        budgets and other drivers see it as in flight."""
+        stored = tell.record(self.study, trial, values, attrs, reason=reason, pruned=is_pruned, unsaved=self.unsaved)
         self.live.pop(trial_id, None)
         if stored is None:
             self.unsaved_count += 1
@@ -384,11 +399,31 @@ class AskTellSearcher(Searcher):
         if self.on_told is not None:
             self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
 
+    def _raise_failed_write(self) -> None:
+        """A write that failed on the writer thread fails here, where it would have."""
+        for write in self._writes:
+            if write.done() and write.exception() is not None:
+                self._writes.remove(write)
+                raise write.exception()
+
+    def _drain_writes(self) -> None:
+        """Wait for every outcome handed to the writer; log (not raise) what failed."""
+        for write in self._writes:
+            try:
+                write.result()
+            except Exception as exc:  # noqa: BLE001 - its trial stays live: `close` fails it
+                log.error("storing a trial's outcome failed: %s", exc)
+        self._writes = []
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
     def close(self, reason: str = INTERRUPTED) -> int:
         """Fail every trial still live (Ctrl-C, SIGTERM, driver shutdown), and the one
         asked ahead; returns how many. Their params are queued at once where another
         driver of the study is alive to run them, else by the next launch
         (`tell.requeue_interrupted`), so a stopped study holds no WAITING trial."""
+        self._drain_writes()  # what finished is stored as it finished
         try:
             ahead = self._take_ahead()
         except Exception:  # noqa: BLE001 - its ask failed: there is no trial to finish

@@ -142,6 +142,40 @@ def test_submitted_job_runs_the_search_on_the_head(cluster, tmp_path):
     assert job_id in shown.stdout and "SUCCEEDED" in shown.stdout and "COMPLETE=3" in shown.stdout
 
 
+def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster, tmp_path):
+    import time
+
+    from search import jobs
+
+    url = f"sqlite:///{tmp_path / 'stopped.db'}"
+    spec = write_toml(tmp_path / "stopped.toml",
+                      tiny_spec_dict(name="stopped", budget={"trials": 40, "concurrency": 2, "epochs": 2}))
+    done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", url, env=cluster.env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_id = done.stdout.strip().splitlines()[0]
+    client = jobs.client(cluster.dashboard_url)
+
+    def complete() -> int:
+        try:
+            return sum(t.state == TrialState.COMPLETE for t in _trials(url, "stopped"))
+        except Exception:  # noqa: BLE001 - not created yet
+            return 0
+
+    deadline = time.monotonic() + 240
+    while complete() < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert complete() >= 1, client.get_job_logs(job_id)[-3000:]
+    client.stop_job(job_id)  # SIGTERM to the job's driver
+    while str(client.get_job_status(job_id)) not in jobs.TERMINAL and time.monotonic() < deadline + 120:
+        time.sleep(0.5)
+    logs = client.get_job_logs(job_id)
+    assert str(client.get_job_status(job_id)) == "STOPPED"
+    assert "stopping on SIGTERM" in logs and "resume with:" in logs, logs[-3000:]
+    trials = _trials(url, "stopped")
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("interrupted")]
+
+
 def test_submit_refuses_a_relative_storage_path(cluster, tmp_path):
     spec = write_toml(tmp_path / "rel.toml", tiny_spec_dict(name="rel"))
     done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", "sqlite:///rel.db", env=cluster.env())

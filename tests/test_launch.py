@@ -47,6 +47,21 @@ def test_all_trials_complete_with_three_objectives(finished_study):
     assert max(t.values[0] for t in trials) > 0.5  # something learned (chance is 0.1)
 
 
+def test_each_trial_says_where_its_time_went_and_the_phases_add_up(finished_study):
+    from search import timing
+
+    _, url, _ = finished_study
+    for t in optuna.load_study(study_name="e2e", storage=url).get_trials():
+        parts = timing.breakdown(t)
+        assert parts is not None, t.user_attrs.get(timing.ATTR)
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+        assert sum(parts.values()) == pytest.approx(duration, abs=2e-3)
+        # What the named phases do not cover stays within 5% of the trial's duration.
+        assert abs(parts["other"]) <= 0.05 * duration, parts
+        assert parts["train"] > 0 and parts["measure"] > 0 and parts["dispatch"] >= 0 and parts["store"] > 0
+        assert parts["report"] == 0  # no rung, so no per-epoch report waits on the search
+
+
 def test_quantized_trials_really_are_quantized(finished_study):
     _, url, _ = finished_study
     for t in optuna.load_study(study_name="e2e", storage=url).get_trials():
