@@ -38,7 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from search import pareto as fronts
-from search import pruned
+from search import pruned, timing
 from search.searcher import INTERRUPTED
 from search.tell import FAIL_REASON_ATTR
 
@@ -106,6 +106,14 @@ class Snapshot:
     pruned: Counter = field(default_factory=Counter)  # PRUNED trials by stage (search.pruned)
 
 
+def busy_seconds(trial: FrozenTrial) -> float:
+    """A finished trial's duration less the time it waited for a slot, asked ahead
+    (`search.timing`): the time a slot spent on it."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    parts = timing.breakdown(trial)
+    return seconds - parts["queued"] if parts is not None else seconds
+
+
 def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None = None) -> Snapshot:
     """Read the study once and summarize it (counts, best, front, hypervolume, ETA)."""
     now = now or dt.datetime.now()
@@ -116,7 +124,7 @@ def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None =
         t for t in trials
         if t.state in FINISHED and not was_interrupted(t) and t.datetime_start and t.datetime_complete
     ]
-    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished]
+    durations = [busy_seconds(t) for t in finished]
     share = sum(t.state == TrialState.COMPLETE for t in finished) / len(finished) if finished else 1.0
     running = [(now - t.datetime_start).total_seconds() for t in trials if t.state == TrialState.RUNNING and t.datetime_start]
     needed = budget - counts["COMPLETE"]

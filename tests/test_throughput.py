@@ -60,6 +60,21 @@ def test_breakdown_adds_up_to_the_stored_duration():
     assert timing.breakdown(trial) is None
 
 
+def test_the_eta_counts_a_trial_from_its_slot_not_from_its_ask_ahead():
+    from search.progress import busy_seconds
+
+    start = dt.datetime(2026, 1, 1, 12, 0, 0)
+    t0 = start.timestamp()
+    marks = {"sampled": t0 + 0.05, "handed": t0 + 3.05, "worker_start": t0 + 3.1, "worker_end": t0 + 5.0,
+             "result": t0 + 5.01}
+    asked_ahead = optuna.trial.create_trial(values=[1.0], user_attrs={timing.ATTR: {"phases": {}, "marks": marks}})
+    plain = optuna.trial.create_trial(values=[1.0])
+    for trial in (asked_ahead, plain):
+        trial.datetime_start, trial.datetime_complete = start, start + dt.timedelta(seconds=5.05)
+    assert busy_seconds(asked_ahead) == pytest.approx(2.05)  # 3 s of waiting for a slot left out
+    assert busy_seconds(plain) == pytest.approx(5.05)
+
+
 # --- outcomes in one transaction ------------------------------------------------------
 
 
