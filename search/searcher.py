@@ -275,11 +275,17 @@ class AskTellSearcher(Searcher):
         trials running meanwhile (the constant liar stands in for them, as it does for
         every running trial).
 
-        Only one ask runs at a time (`suggest` asks itself only once the one ahead is
-        taken). Tells go on beside it on the search's own thread: Optuna's storages are
-        thread-safe, and the samplers paretune makes (search.samplers) keep no state
-        between a trial's tell (`after_trial`) and the next ask."""
+        Only a trial the search will need is asked ahead: the budget has room for it
+        (every driver's COMPLETE and RUNNING trials counted), and the search would go on
+        even if every trial in flight failed or were infeasible. Only one ask runs at a
+        time (`suggest` asks itself only once the one ahead is taken). Tells go on beside
+        it on other threads: Optuna's storages are thread-safe, and the samplers paretune
+        makes (search.samplers) keep no state between a trial's tell (`after_trial`) and
+        the next ask."""
         if not self.pipelined or self._ahead is not None:
+            return
+        in_flight = len(self.live)  # a stop (max_failed, max_infeasible) must not leave it unrun
+        if self.failed + in_flight >= self.max_failed or self.pruned[pruned.BEFORE_TRAINING] + in_flight >= self.max_infeasible:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-ask")

@@ -29,6 +29,7 @@ needs clocks in step (as the leases do, search.lease).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -94,6 +95,7 @@ def waiting(name: str):
 def waited(name: str, call: Callable[[], object]) -> Callable[[], None]:
     """`call` as a wait named `name` (a hook called between batches)."""
 
+    @functools.wraps(call)  # inspect.unwrap(timed) is `call`
     def timed() -> None:
         with waiting(name):
             call()

@@ -10,6 +10,7 @@ so it never shares a process with the test session's own local Ray.
 from __future__ import annotations
 
 import collections
+import os
 
 import optuna
 import pytest
@@ -143,9 +144,10 @@ def test_submitted_job_runs_the_search_on_the_head(cluster, tmp_path):
 
 
 def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster, tmp_path):
+    import subprocess
+    import sys
     import time
-
-    from search import jobs
+    from pathlib import Path
 
     url = f"sqlite:///{tmp_path / 'stopped.db'}"
     spec = write_toml(tmp_path / "stopped.toml",
@@ -153,7 +155,11 @@ def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster,
     done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", url, env=cluster.env(), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     job_id = done.stdout.strip().splitlines()[0]
-    client = jobs.client(cluster.dashboard_url)
+    ray = str(Path(sys.executable).parent / "ray")
+
+    def job(*args: str) -> str:  # Ray's own job CLI, with the cluster's token
+        return subprocess.run([ray, "job", *args, "--address", cluster.dashboard_url, job_id], env={**os.environ, **cluster.env()},
+                              capture_output=True, text=True, timeout=120).stdout
 
     def complete() -> int:
         try:
@@ -164,12 +170,12 @@ def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster,
     deadline = time.monotonic() + 240
     while complete() < 1 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert complete() >= 1, client.get_job_logs(job_id)[-3000:]
-    client.stop_job(job_id)  # SIGTERM to the job's driver
-    while str(client.get_job_status(job_id)) not in jobs.TERMINAL and time.monotonic() < deadline + 120:
-        time.sleep(0.5)
-    logs = client.get_job_logs(job_id)
-    assert str(client.get_job_status(job_id)) == "STOPPED"
+    assert complete() >= 1, job("logs")[-3000:]
+    job("stop")  # SIGTERM to the job's driver
+    while "was stopped" not in job("status") and time.monotonic() < deadline + 120:
+        time.sleep(1)
+    logs = job("logs")
+    assert "was stopped" in job("status")  # Ray's status line: "Job '...' was stopped"
     assert "stopping on SIGTERM" in logs and "resume with:" in logs, logs[-3000:]
     trials = _trials(url, "stopped")
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

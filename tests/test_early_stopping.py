@@ -23,16 +23,18 @@ pytestmark = pytest.mark.slow
 MLP = {"families": ["mlp"], "width": [8, 32], "depth": [1, 2]}
 
 
-def constrained_spec(tmp_path: Path, name: str, constraint: str, trials: int) -> Path:
-    data = tiny_spec_dict(name=name, constraints=[constraint], budget={"trials": trials, "concurrency": 2, "epochs": 20})
+def constrained_spec(tmp_path: Path, name: str, constraint: str, trials: int, epochs: int = 20) -> Path:
+    data = tiny_spec_dict(name=name, constraints=[constraint], budget={"trials": trials, "concurrency": 2, "epochs": epochs})
     data["space"]["architecture"] = MLP
     return write_toml(tmp_path / f"{name}.toml", data)
 
 
 def test_a_constraint_no_trial_can_meet_prunes_every_trial_before_training(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    # The trained reference: a loose constraint prunes none, every trial trains its 20 epochs.
-    loose = run_cli("launch", str(constrained_spec(tmp_path, "loose", "latency_ms <= 1000", 3)), "--storage", url, timeout=600)
+    # The trained reference: a loose constraint prunes none, every trial trains its 60 epochs
+    # (about 3 s: an epoch of these MLPs is a few hundredths of a second).
+    loose = run_cli("launch", str(constrained_spec(tmp_path, "loose", "latency_ms <= 1000", 3, epochs=60)), "--storage", url,
+                    timeout=600)
     assert loose.returncode == 0, loose.stdout[-3000:] + loose.stderr[-3000:]
     trained = states(url, "loose")
     assert [t.state for t in trained].count(TrialState.COMPLETE) >= 3

@@ -185,6 +185,15 @@ def test_asking_ahead_never_asks_past_the_budget():
     assert searcher.close() == 0 and searcher.complete == 3
 
 
+def test_no_trial_is_asked_ahead_that_a_stop_could_leave_unrun():
+    spec = from_dict(tiny_spec_dict(name="stops"))
+    study = optuna.create_study(directions=spec.directions)
+    searcher = AskTellSearcher(study, spec, "image", budget=10, max_failed=2, pipelined=True)
+    searcher.suggest("a"), searcher.suggest("b")  # 2 in flight could fail both: the search would stop
+    assert searcher._ahead is None and len(study.trials) == 2
+    assert searcher.close() == 2
+
+
 def test_a_failed_ask_ahead_is_raised_where_the_trial_is_wanted(monkeypatch):
     searcher = pipelined_searcher(budget=5)
     searcher.suggest("a")
@@ -236,8 +245,17 @@ def test_a_failed_write_surfaces_at_the_next_call(monkeypatch):
 # --- SIGTERM and SIGHUP act as Ctrl-C ---------------------------------------------------------
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler while the test runs (an earlier Tune run in this
+    process may have left its own in place)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_a_stop_signal_raises_what_ctrl_c_raises_and_sets_the_exit_code(signum, code):
+def test_a_stop_signal_raises_what_ctrl_c_raises_and_sets_the_exit_code(signum, code, python_ctrl_c):
     before = signal.getsignal(signum)
     with pytest.raises(KeyboardInterrupt):
         with stop_signals.caught():
