@@ -138,7 +138,7 @@ def measure_untrained(params: dict, task, spec: StudySpec, seed: int, *, plugins
         plugins = resolve(spec)
     params = untrained_params(params)
     active = spaces.active(
-        dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model is not None or plugins.model is not None)
+        dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model_factory is not None or plugins.model is not None)
     )
     torch.manual_seed(seed)
     ctx = trial_context(params, task, spec, seed, plugins, shared)

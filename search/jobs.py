@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.errors import UsageError
-from search.spec import StudySpec, TaskFile, to_toml_dict
+from search.spec import StudySpec, TaskFile, is_file_reference, to_toml_dict
 
 STUDY_KEY = "paretune_study"
 SPEC_FILE = "spec.toml"
@@ -98,8 +98,17 @@ def stage(spec: StudySpec, directory: Path) -> Path:
         data["task"] = {**data["task"], "path": source.name}
     if isinstance(spec.task, TaskFile) and spec.task.factory is not None:
         data["task"] = {**data["task"], "factory": _stage_reference(spec.task.factory, directory, "task.factory")}
-    if spec.model is not None:
-        data["model"] = {"factory": _stage_reference(spec.model.factory, directory, "model.factory")}
+    if spec.model_factory is not None:
+        data["model"] = {"factory": _stage_reference(spec.model_factory, directory, "model.factory")}
+    if spec.weights is not None:
+        weights = spec.weights
+        if is_file_reference(weights) or ":" not in weights:  # a file travels with the job
+            where, sep, name = weights.rpartition(":") if ":" in weights else (weights, "", "")
+            if not Path(where).is_file():
+                raise UsageError(f"model.weights {where}: no such file")
+            shutil.copy2(where, directory / Path(where).name)
+            weights = Path(where).name + (f"{sep}{name}" if sep else "")
+        data["model"] = {**data.get("model", {}), "weights": weights}
     if spec.train.loop is not None:
         data["train"] = {"loop": _stage_reference(spec.train.loop, directory, "train.loop")}
     if spec.space.custom.dimensions:

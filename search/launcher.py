@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import cluster, preflight, pruned, raynoise, stop_signals, tell
+from search import baseline, cluster, preflight, pruned, raynoise, stop_signals, tell, variants, weights
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -94,6 +94,7 @@ def open_study(
     *,
     driver: DriverLease | None = None,
     on_reconciled: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
+    plugins: Plugins | None = None,
 ) -> tuple[optuna.Study, int]:
     """Create or load the study named after the spec in `storage` (from
     `storage.open_storage`), start `driver`'s lease in it, and mark FAIL the trials of
@@ -128,6 +129,9 @@ def open_study(
     # trials already in the storage. Drivers sharing the study each get their own.
     previous = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(spec, spec.seed + previous + DRIVER_SEED_STRIDE * ordinal)
+    if spec.weights is not None and task_kind is not None:
+        # The weights fit the baseline's model only: its build params are fixed, the rest searched.
+        study.sampler = optuna.samplers.PartialFixedSampler(baseline.optuna_params(spec, task_kind, plugins, stage="build"), study.sampler)
     own = driver.id if driver is not None else None
     return study, reconcile_running(study, own=own, on_reconciled=on_reconciled)
 
@@ -268,6 +272,11 @@ def launch(
         on_preflight(checked)
     checked.check()
     spec = checked.spec
+    variants.check(spec, plugins)
+    if spec.weights is not None:
+        weights.check(spec, task, plugins)  # fits the baseline's model, before Ray starts
+    if baseline.wanted(spec, task.kind):
+        baseline.optuna_params(spec, task.kind, plugins)  # `[baseline] params` fit the space
     check_address(address)
     driver = DriverLease()  # a bad $PARETUNE_LEASE_S stops here too
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
@@ -280,8 +289,9 @@ def launch(
             # Needs the cluster's nodes; checked before the study is created or written.
             cluster.check_resource(spec.resources.measure_on)
             study_is_new = not storages.study_exists(storage, spec.name)
-            study, reconciled = open_study(spec, storage, task.kind, driver=driver, on_reconciled=on_reconciled)
+            study, reconciled = open_study(spec, storage, task.kind, driver=driver, on_reconciled=on_reconciled, plugins=plugins)
             driver.on_beat = lambda: reconcile_running(study, own=driver.id, on_reconciled=on_reconciled)
+            baseline.enqueue(study, spec, task.kind, plugins)  # first: every trade is stated against it
             warmstart.enqueue(study, seeds, study_is_new)
             unsaved = tell.unsaved_path(spec.name, url)
             replayed = tell.replay(study, unsaved)

@@ -40,6 +40,7 @@ class Plugins:
     model: Callable | None = None  # build(params, input_shape, n_classes) -> nn.Module
     train: Callable | None = None  # fit(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks)
     dimensions: tuple[spaces.Dimension, ...] = field(default_factory=tuple)
+    weights: dict | None = None  # `[model] weights`, loaded once (search.weights)
 
 
 def _module_from_file(path: Path, key: str):
@@ -162,7 +163,7 @@ def resolve(
     """Load what the spec references (or take what is passed) and check it."""
     if task is None and isinstance(spec.task, TaskSource) and spec.task.factory is not None:
         task = _callable(load_reference(spec.task.factory, "task.factory"), spec.task.factory, "task.factory")
-    if model is None and spec.model is not None:
+    if model is None and spec.model_factory is not None:
         model = _callable(load_reference(spec.model.factory, "model.factory"), spec.model.factory, "model.factory")
     if train is None and spec.train.loop is not None:
         train = _callable(load_reference(spec.train.loop, "train.loop"), spec.train.loop, "train.loop")
@@ -172,7 +173,12 @@ def resolve(
         if text in given:  # passed as an object too (search.launch records its reference)
             continue
         resolved.append(_dimension(load_reference(text, "space.custom.dimensions"), text, "space.custom.dimensions"))
-    plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved))
+    loaded = None
+    if spec.weights is not None:
+        from search import weights
+
+        loaded = weights.load(spec.weights)
+    plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved), weights=loaded)
     check_sections(spec, plugins.dimensions, source)
     return plugins
 
@@ -226,18 +232,24 @@ def dimensions(plugins: Plugins | None = None) -> list[spaces.Dimension]:
 
 
 def suggest_context(spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> spaces.SuggestContext:
-    user_model = spec.model is not None or (plugins is not None and plugins.model is not None)
+    user_model = spec.model_factory is not None or (plugins is not None and plugins.model is not None)
     return spaces.SuggestContext(task_kind, user_model=user_model)
 
 
-def suggest_params(trial, spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> dict:
+def suggest_params(
+    trial, spec: StudySpec, task_kind: str, plugins: Plugins | None = None, *, baseline: bool = False,
+    owners: dict | None = None,
+) -> dict:
     """A trial's params: every active dimension asked in turn (a lookup-table task has
-    its own fixed space, search.tabular_bench)."""
+    its own fixed space, search.tabular_bench). `baseline` and `owners`: see
+    `spaces.suggest`."""
     if task_kind == "table":
         from search import tabular_bench
 
         return tabular_bench.suggest(trial)
-    return spaces.suggest(trial, spec, dimensions(plugins), suggest_context(spec, task_kind, plugins))
+    return spaces.suggest(
+        trial, spec, dimensions(plugins), suggest_context(spec, task_kind, plugins), baseline=baseline, owners=owners
+    )
 
 
 def describe_params(params: dict, spec: StudySpec, task_kind: str, plugins: Plugins | None = None) -> str:

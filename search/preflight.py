@@ -70,7 +70,7 @@ class PreflightReport:
 
 def _variants(spec: StudySpec, task: Task, plugins: Plugins) -> list[dict]:
     """Default params of each model to try: the user's model, or one per built-in family."""
-    if spec.model is not None or plugins.model is not None:
+    if spec.model_factory is not None or plugins.model is not None:
         return [suggest_params(_Defaults({}), spec, task.kind, plugins)]
     families = [f for f in spec.space.architecture.families if task.kind == "image" or f not in spaces.architecture.IMAGE_FAMILIES]
     return [suggest_params(_Defaults({"family": f}), spec, task.kind, plugins) for f in families]
@@ -79,7 +79,7 @@ def _variants(spec: StudySpec, task: Task, plugins: Plugins) -> list[dict]:
 def _build(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension], spec: StudySpec, task: Task):
     from search.trial import build_model
 
-    key = f"model.factory {spec.model.factory}" if spec.model is not None else "model"
+    key = f"model.factory {spec.model.factory}" if spec.model_factory is not None else "model"
     try:
         model = build_model(params, ctx, active).eval()
         with torch.no_grad():

@@ -279,7 +279,7 @@ def _input_words(task, is_image: bool) -> str:
 
 def _model_section(spec, config: dict) -> dict:
     """What the card says about the model: the user's factory and knobs, or the family."""
-    if spec.model is not None:
+    if spec.model_factory is not None:
         knobs = spec.space.model.knobs()
         return {"source": "user", "factory": spec.model.factory, "knobs": {k: config.get(k) for k in knobs}}
     return {"source": "built-in", "family": config.get("family")}

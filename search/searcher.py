@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from search import feasibility, lease, pruned, tell, timing
+from search import baseline, feasibility, lease, pruned, tell, timing, variants
 from search import storage as storages
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
@@ -187,6 +187,7 @@ class AskTellSearcher(Searcher):
         self.told = 0  # outcomes this driver stored
         self.unsaved_count = 0  # outcomes that went to the unsaved file
         self.live: dict[str, optuna.Trial] = {}
+        self.variants: dict[str, list[optuna.Trial]] = {}  # Tune trial id -> the variants sharing its training
         self._waiting_since: float | None = None
         self._stops: dict[str, Stop] = {}  # Tune trial id -> the scheduler's stop
         self._attrs: dict[str, dict] = {}  # Tune trial id -> user attrs to store with its outcome
@@ -200,7 +201,7 @@ class AskTellSearcher(Searcher):
         # Tune pickles its search algorithm into its experiment directory for its own
         # restore; resume here goes through the Optuna storage, so keep only plain state.
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("study", "live", "on_told", "driver", "plugins", "_attrs", "_marks", "_ahead", "_pool",
+                if k not in ("study", "live", "variants", "on_told", "driver", "plugins", "_attrs", "_marks", "_ahead", "_pool",
                               "_writer", "_writes")}
 
     def save(self, checkpoint_path: str) -> None:
@@ -251,20 +252,56 @@ class AskTellSearcher(Searcher):
                 self._waiting_since = time.monotonic()
                 return None
             self._waiting_since = None
-            point = self._ask_point()
-        trial, config, sampled = point
+            point = self._ask_point(self.budget - complete - running)
+        trial, config, sampled, group = point
         self.live[trial_id] = trial
+        if group:
+            self.variants[trial_id] = group
         self._marks[trial_id] = {"sampled": sampled, "handed": time.time()}
         self._ask_ahead()
         return config
 
-    def _ask_point(self) -> tuple[optuna.Trial, dict, float]:
-        """Ask the sampler for a trial and its params; (trial, Tune config, when chosen)."""
+    @property
+    def in_flight(self) -> int:
+        """Trials this driver runs now, variants included."""
+        return len(self.live) + sum(len(group) for group in self.variants.values())
+
+    def _ask_point(self, room: int | None = None) -> tuple[optuna.Trial, dict, float, list[optuna.Trial]]:
+        """Ask the sampler for a trial and its params, and for up to `room` - 1 variants
+        of its training (search.variants); (trial, Tune config, when chosen, variants)."""
         trial = self._ask_claimed()
-        params = suggest_params(trial, self.spec, self.task_kind, self.plugins)
+        owners: dict = {}
+        params = suggest_params(trial, self.spec, self.task_kind, self.plugins, baseline=baseline.is_baseline(trial),
+                                owners=owners)
         seed = self.spec.seed + trial.number
-        tell.retrying(lambda: trial.set_user_attr(SEED_ATTR, seed))
-        return trial, {"params": params, "seed": seed, "number": trial.number}, time.time()
+        wanted = min(self.spec.budget.variants_per_training, room if room is not None else self._room()) - 1
+        group = self._ask_variants(trial, owners, seed, wanted) if wanted > 0 and self.task_kind != "table" else []
+        attrs = {SEED_ATTR: seed, **({variants.TRAINING_ATTR: trial.number} if group else {})}
+        tell.retrying(lambda: storages.set_user_attrs(self.study._storage, trial._trial_id, attrs))
+        config = {"params": params, "seed": seed, "number": trial.number}
+        if group:
+            config[variants.KEY] = [{"params": p, "number": v.number} for v, p in group]
+        return trial, config, time.time(), [v for v, _ in group]
+
+    def _room(self) -> int:
+        """Trials the budget has room for now (every driver's COMPLETE and RUNNING counted)."""
+        complete, running = self._counts()
+        return self.budget - complete - running
+
+    def _ask_variants(self, trial: optuna.Trial, owners: dict, seed: int, count: int) -> list[tuple[optuna.Trial, dict]]:
+        """`count` variants of `trial`'s training: its training params fixed, the rest
+        proposed by the sampler; each with the training's seed and number."""
+        fixed = variants.shared_params(trial.params, owners)
+        group = []
+        for _ in range(count):
+            variant = tell.retrying(lambda: variants.ask(self.study, fixed))
+            if self.driver is not None:
+                tell.retrying(lambda: self.driver.claim(variant))
+            params = suggest_params(variant, self.spec, self.task_kind, self.plugins)
+            tell.retrying(lambda: storages.set_user_attrs(
+                self.study._storage, variant._trial_id, {SEED_ATTR: seed, variants.TRAINING_ATTR: trial.number}))
+            group.append((variant, params))
+        return group
 
     def _ask_ahead(self) -> None:
         """Start asking the next trial in the background, if the budget has room for it.
@@ -284,19 +321,19 @@ class AskTellSearcher(Searcher):
         the next ask."""
         if not self.pipelined or self._ahead is not None:
             return
-        in_flight = len(self.live)  # a stop (max_failed, max_infeasible) must not leave it unrun
+        in_flight = self.in_flight  # a stop (max_failed, max_infeasible) must not leave it unrun
         if self.failed + in_flight >= self.max_failed or self.pruned[pruned.BEFORE_TRAINING] + in_flight >= self.max_infeasible:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-ask")
 
-        def ask() -> tuple[optuna.Trial, dict, float] | None:
-            complete, running = self._counts()
-            return self._ask_point() if complete + running < self.budget else None
+        def ask() -> tuple[optuna.Trial, dict, float, list[optuna.Trial]] | None:
+            room = self._room()
+            return self._ask_point(room) if room > 0 else None
 
         self._ahead = self._pool.submit(ask)
 
-    def _take_ahead(self) -> tuple[optuna.Trial, dict, float] | None:
+    def _take_ahead(self) -> tuple[optuna.Trial, dict, float, list[optuna.Trial]] | None:
         """The trial asked ahead (waiting for its sampler if it is not done), or None."""
         future, self._ahead = self._ahead, None
         return future.result() if future is not None else None
@@ -355,12 +392,33 @@ class AskTellSearcher(Searcher):
             return
         self._waiting_since = None  # decide afresh at the next suggest
         result = None if error else result
-        attrs = {**stored_attrs(result), **attrs}
         worker = json.loads((result or {}).get(timing.ATTR) or "{}")
-        attrs[timing.ATTR] = {
+        shared = {timing.ATTR: {
             "phases": worker.get("phases", {}),
             "marks": {**worker.get("marks", {}), **marks, "result": received},
-        }
+        }}
+        outcomes = [(trial, *self._outcome(result, stop, error, {**shared, **attrs}))]
+        by_number = {r.get("number"): r for r in variants.decode(result)}
+        for variant in self.variants.get(trial_id, []):
+            own = by_number.get(variant.number) if result is not None else None
+            if result is not None and own is None:
+                own = {"fail_reason": "its training reported no result for it"}
+            extra = dict(shared)
+            if stop is not None and pruned.EPOCH_ATTR in attrs:  # stopped with its training at that rung
+                extra[pruned.EPOCH_ATTR] = attrs[pruned.EPOCH_ATTR]
+            outcomes.append((variant, *self._outcome(own, stop, error, extra)))
+        if not self.pipelined:
+            self._store(trial_id, outcomes)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-store")
+        self._writes = [w for w in self._writes if not w.done() or w.exception() is not None]
+        self._writes.append(self._writer.submit(self._store, trial_id, outcomes))
+
+    def _outcome(self, result: dict | None, stop: Stop | None, error: bool, extra: dict) -> tuple:
+        """What to store for one trial of a Tune trial's result: (values, attrs, reason,
+        pruned), counting failures and pruned trials of this run."""
+        attrs = {**stored_attrs(result), **extra}
         before = feasibility.from_result(result)
         if before:
             attrs[feasibility.ATTR] = before
@@ -383,27 +441,24 @@ class AskTellSearcher(Searcher):
             self.failed += 1
         elif self.spec.constraints:
             attrs[tell.CONSTRAINTS_ATTR] = [c.violation(result) for c in self.spec.constraints]
-        reason = None if values is not None else reason
-        if not self.pipelined:
-            self._store(trial_id, trial, values, attrs, reason, is_pruned)
-            return
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretune-store")
-        self._writes = [w for w in self._writes if not w.done() or w.exception() is not None]
-        self._writes.append(self._writer.submit(self._store, trial_id, trial, values, attrs, reason, is_pruned))
+        return values, attrs, None if values is not None else reason, is_pruned
 
-    def _store(self, trial_id: str, trial: optuna.Trial, values, attrs: dict, reason: str | None, is_pruned: bool) -> None:
-        """Store one outcome (`tell.record`), then let it go from `live`; on the writer
-        thread when pipelined. Until stored, the trial counts RUNNING in the storage, so
-        budgets and other drivers see it as in flight."""
-        stored = tell.record(self.study, trial, values, attrs, reason=reason, pruned=is_pruned, unsaved=self.unsaved)
+    def _store(self, trial_id: str, outcomes: list[tuple]) -> None:
+        """Store the outcomes of one Tune trial (its trial and its variants: `tell.record`),
+        then let it go from `live`; on the writer thread when pipelined. Until stored, the
+        trials count RUNNING in the storage, so budgets and other drivers see them in flight."""
+        for trial, values, attrs, reason, is_pruned in outcomes:
+            stored = tell.record(self.study, trial, values, attrs, reason=reason, pruned=is_pruned, unsaved=self.unsaved)
+            if trial_id in self.variants and trial in self.variants[trial_id]:
+                self.variants[trial_id].remove(trial)
+            if stored is None:
+                self.unsaved_count += 1
+                continue
+            self.told += 1
+            if self.on_told is not None:
+                self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
+        self.variants.pop(trial_id, None)
         self.live.pop(trial_id, None)
-        if stored is None:
-            self.unsaved_count += 1
-            return
-        self.told += 1
-        if self.on_told is not None:
-            self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
 
     def _raise_failed_write(self) -> None:
         """A write that failed on the writer thread fails here, where it would have."""
@@ -438,7 +493,9 @@ class AskTellSearcher(Searcher):
             self._pool.shutdown(wait=True)
             self._pool = None
         trials = [self.live.pop(trial_id) for trial_id in list(self.live)]
-        trials += [ahead[0]] if ahead is not None else []
+        trials += [v for group in self.variants.values() for v in group]
+        self.variants.clear()
+        trials += [ahead[0], *ahead[3]] if ahead is not None else []
         self._stops.clear()
         self._attrs.clear()
         self._marks.clear()

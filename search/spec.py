@@ -61,14 +61,34 @@ def check_reference(text: str) -> str:
 
 
 class ModelSource(Strict):
-    """`[model]`: the user's model; its knobs are searched from `[space.model]`."""
+    """`[model]`: the user's model (its knobs are searched from `[space.model]`), and/or
+    trained weights to start from (search.weights): a state dict or checkpoint file for
+    the model built with the baseline's params, or `file.py:load` returning one."""
 
-    factory: str  # build(params, input_shape, n_classes) -> torch.nn.Module
+    factory: str | None = None  # build(params, input_shape, n_classes) -> torch.nn.Module
+    weights: str | None = None  # "model.pt" or "file.py:load"; relative to the spec
 
     @field_validator("factory")
     @classmethod
-    def _reference(cls, value: str) -> str:
-        return check_reference(value)
+    def _reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> "ModelSource":
+        if self.factory is None and self.weights is None:
+            raise ValueError("give factory (your model), weights (trained weights to start from), or both")
+        return self
+
+
+class Baseline(Strict):
+    """`[baseline]`: the model as the user runs it today, trained (or loaded, with
+    `[model] weights`) and measured first; every trade is stated against it. No
+    pruning, no quantization, fp32 on the eager runtime; `params` fixes the model
+    knobs and recipe (by their Optuna names), the rest takes the middle of each range
+    and the first of each list of choices."""
+
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainSource(Strict):
@@ -134,6 +154,10 @@ class Budget(Strict):
     infeasible_margin: float = Field(default=1.0, ge=0)
     # Stop after this many trials in one run were infeasible before training (default: trials).
     max_infeasible_trials: int | None = Field(default=None, ge=1)
+    # Post-training variants per training (search.variants): each is its own trial,
+    # sharing the training's params and weights, with its own pruning, quantization
+    # and runtime. 1: every trial trains its own model.
+    variants_per_training: int = Field(default=1, ge=1, le=32)
 
     @model_validator(mode="after")
     def _rungs_below_epochs(self) -> "Budget":
@@ -211,6 +235,7 @@ class StudySpec(Strict):
     resources: Resources = Resources()
     measure: Measure = Measure()
     model: ModelSource | None = None
+    baseline: Baseline = Baseline()
     train: TrainSource = TrainSource()
     space: Space = Space()
 
@@ -258,6 +283,16 @@ class StudySpec(Strict):
         if info.data.get("task") == "nasbench201":
             raise ValueError('early_stopping = "moasha" needs training epochs; a lookup-table task has none')
         return value
+
+    @property
+    def model_factory(self) -> str | None:
+        """The user's model factory reference, if the spec names one."""
+        return self.model.factory if self.model is not None else None
+
+    @property
+    def weights(self) -> str | None:
+        """The trained weights the search starts from, if any."""
+        return self.model.weights if self.model is not None else None
 
     @property
     def task_metrics(self) -> list[str]:
@@ -335,7 +370,14 @@ def _anchor_paths(spec: StudySpec, base_dir: Path) -> StudySpec:
             fields["factory"] = _anchored(task.factory, base_dir)
         update["task"] = task.model_copy(update=fields)
     if spec.model is not None:
-        update["model"] = spec.model.model_copy(update={"factory": _anchored(spec.model.factory, base_dir)})
+        fields = {}
+        if spec.model.factory is not None:
+            fields["factory"] = _anchored(spec.model.factory, base_dir)
+        if spec.model.weights is not None:
+            weights = spec.model.weights
+            fields["weights"] = _anchored(weights, base_dir) if ":" in weights else (
+                weights if Path(weights).is_absolute() else (base_dir / weights).as_posix())
+        update["model"] = spec.model.model_copy(update=fields)
     if spec.train.loop is not None:
         update["train"] = spec.train.model_copy(update={"loop": _anchored(spec.train.loop, base_dir)})
     custom = spec.space.custom

@@ -44,6 +44,7 @@ FAIL_REASON_ATTR = "fail_reason"
 CONSTRAINTS_ATTR = "constraints"  # violations, one per spec constraint (<= 0: met)
 RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it re-runs
 SEED_ATTR = "seed"  # set once a trial's params are all chosen (search.searcher)
+BASELINE_ATTR = "baseline"  # on the study's baseline trial (search.baseline); kept by a re-run
 INTERRUPTED_PREFIX = "interrupted"  # how the fail reason of a trial cut short begins
 RECORDED_FOR_ATTR = "recorded_for"  # on a trial holding a late result: the trial it belongs to
 # Seconds between attempts of a storage call that failed for a passing reason (about a
@@ -113,7 +114,10 @@ def requeue_once(study: optuna.Study, trial: FrozenTrial) -> bool:
     a re-run (a point that is interrupted twice is dropped: it may be what kills drivers)."""
     if RETRY_OF_ATTR in trial.user_attrs or not trial.params:
         return False
-    retrying(lambda: study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF_ATTR: trial.number}))
+    attrs = {RETRY_OF_ATTR: trial.number}
+    if trial.user_attrs.get(BASELINE_ATTR):
+        attrs[BASELINE_ATTR] = True
+    retrying(lambda: study.enqueue_trial(dict(trial.params), user_attrs=attrs))
     return True
 
 

@@ -15,6 +15,7 @@ final metrics once, and turns an exception inside the trial into a reported fail
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -28,7 +29,7 @@ from torch import nn
 
 import spaces
 from objectives import accuracy, complexity, energy, latency
-from search import hardware, placement, timing
+from search import hardware, placement, timing, variants, weights
 from search.data import Task, calibration_batches, example_inputs, loader, workers_for
 from search.metrics import TrialMetrics
 from search.plugins import Plugins, dimensions
@@ -112,32 +113,56 @@ def build_model(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dime
     return builders[0].apply(None, params, ctx)
 
 
-def build_and_compress(
+def training_epochs(spec: StudySpec) -> int:
+    """Epochs of the main training: none when the search starts from trained weights
+    (search.weights); `budget.epochs` then bounds the fine-tunes."""
+    return 0 if spec.weights is not None else spec.budget.epochs
+
+
+def build_and_train(
     params: dict, task: Task, spec: StudySpec, seed: int, on_epoch=None, *, plugins: Plugins | None = None,
     shared: dict | None = None, report_epochs: Collection[int] | None = None,
 ) -> tuple[nn.Module, spaces.TrialContext, list[spaces.Dimension]]:
-    """Build, train and compress; returns the compressed model, the trial context
-    (ctx.float_model, ctx.info) and the active dimensions. `on_epoch(epoch,
+    """Build (loading `[model] weights` where given) and train; returns the trained
+    model, the trial context and the active dimensions. `on_epoch(epoch,
     val_accuracy)` after the epochs in `report_epochs` (1-based; None: every epoch)."""
     if plugins is None:  # a direct call: what the spec references
         from search.plugins import resolve
 
         plugins = resolve(spec)
-    active = spaces.active(dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model is not None or plugins.model is not None))
+    active = spaces.active(dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model_factory is not None or plugins.model is not None))
     torch.manual_seed(seed)
     ctx = trial_context(params, task, spec, seed, plugins, shared)
     started = time.perf_counter()
     with timing.phase("build"):
-        model = build_model(params, ctx, active).to(ctx.device)
+        model = build_model(params, ctx, active)
+        if plugins.weights is not None:
+            weights.apply(model, plugins.weights)
+        model = model.to(ctx.device)
         for dimension in active:
             dimension.prepare(model, params, ctx)
     torch.manual_seed(seed)  # the same training randomness whether or not a teacher was trained just now
     with timing.phase("train"):
-        fit(model, task, ctx.training, spec.budget.epochs, seed=seed, report=on_epoch, report_epochs=report_epochs,
+        fit(model, task, ctx.training, training_epochs(spec), seed=seed, report=on_epoch, report_epochs=report_epochs,
             workers=workers_for(task, spec), loop=plugins.train)
-    with timing.phase("compress"):
-        model = compress(model, params, ctx, active)
     ctx.info["train_seconds"] = time.perf_counter() - started
+    return model, ctx, active
+
+
+def build_and_compress(
+    params: dict, task: Task, spec: StudySpec, seed: int, on_epoch=None, *, plugins: Plugins | None = None,
+    shared: dict | None = None, report_epochs: Collection[int] | None = None,
+) -> tuple[nn.Module, spaces.TrialContext, list[spaces.Dimension]]:
+    """Build, train and compress; returns the compressed model, the trial context
+    (ctx.float_model, ctx.info) and the active dimensions (see `build_and_train`)."""
+    model, ctx, active = build_and_train(
+        params, task, spec, seed, on_epoch, plugins=plugins, shared=shared, report_epochs=report_epochs
+    )
+    started = time.perf_counter()
+    with timing.phase("compress"):
+        torch.manual_seed(seed + 1)  # the same start for a variant compressed beside others (search.variants)
+        model = compress(model, params, ctx, active)
+    ctx.info["train_seconds"] += time.perf_counter() - started
     return model, ctx, active
 
 
@@ -280,15 +305,58 @@ def run_pipeline(
     model, ctx, active = build_and_compress(
         params, task, spec, seed, on_epoch, plugins=plugins, shared=shared, report_epochs=report_epochs
     )
+    return deploy_and_measure(model, params, ctx, active, split)
+
+
+def deploy_and_measure(
+    model: nn.Module, params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension], split: str = "val"
+) -> PipelineResult:
+    """The deploy and measure stages of a compressed model."""
     with timing.phase("deploy"):
         runner = deploy(model, params, ctx, active)
     with timing.phase("measure"):
         # On this node, or on one carrying `resources.measure_on` (search.placement).
-        metrics = placement.measure(model, runner, task, spec, ctx.info, split)
+        metrics = placement.measure(model, runner, ctx.task, ctx.spec, ctx.info, split)
     metrics = metrics.update(
         runtime=params.get("runtime", "eager"), train_device=str(ctx.device), **hardware.describe()
     )
     return PipelineResult(model, ctx.float_model if ctx.float_model is not None else model, metrics, runner)
+
+
+def run_group(
+    members: list[dict | None], task: Task, spec: StudySpec, seed: int, on_epoch=None, *, shared: dict | None = None,
+    plugins: Plugins | None = None, report_epochs: Collection[int] | None = None,
+) -> list[PipelineResult | Exception | None]:
+    """One training, then each member's post-training steps (search.variants) on a copy
+    of the trained model: compress, deploy, measure. `members` are the params of the
+    trials sharing the training (None: a member to skip, e.g. infeasible); each gets
+    its result, or the exception that ended its own steps. Each member starts its steps
+    from the same state a single trial would (`build_and_compress`), so retraining any
+    member alone gives the same model."""
+    first = next(p for p in members if p is not None)
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+    trained, ctx, active = build_and_train(
+        first, task, spec, seed, on_epoch, plugins=plugins, shared=shared, report_epochs=report_epochs
+    )
+    trained_state = copy.deepcopy(trained.state_dict())
+    results: list[PipelineResult | Exception | None] = []
+    for params in members:
+        if params is None:
+            results.append(None)
+            continue
+        started = time.perf_counter()
+        try:
+            model = copy.deepcopy(trained)
+            model.load_state_dict(trained_state)  # untouched by an earlier member's steps
+            member = dataclasses.replace(ctx, params=params, info=dict(ctx.info), float_model=None, example=ctx.example.cpu())
+            with timing.phase("compress"):
+                torch.manual_seed(seed + 1)
+                model = compress(model, params, member, active)
+            member.info["train_seconds"] += time.perf_counter() - started
+            results.append(deploy_and_measure(model, params, member, active))
+        except Exception as exc:  # noqa: BLE001 - one member's failure is its own
+            results.append(exc)
+    return results
 
 
 def report_epochs(spec: StudySpec) -> tuple[int, ...]:
@@ -332,6 +400,8 @@ def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = N
         tune.report({**result, timing.ATTR: json.dumps({"phases": timeline.as_dict(), "marks": marks})})
 
     with timing.record() as timeline:
+        if config.get(variants.KEY):
+            return last(_run_group_results(config, task, spec, shared, plugins, report_epoch, before))
         try:
             if feasibility.needed(spec, task.kind):
                 with timing.phase("check"):
@@ -343,6 +413,56 @@ def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = N
             result = run_pipeline(config["params"], task, spec, config["seed"], on_epoch=report_epoch, shared=shared,
                                   plugins=plugins, report_epochs=report_epochs(spec))
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure reason
-            return last({"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]})
+            return last(_failure(exc))
         metrics = result.metrics.to_result() if isinstance(result.metrics, TrialMetrics) else result.metrics
         last({**metrics, **before, "done": True})
+
+
+def _failure(exc: BaseException) -> dict:
+    return {"fail_reason": spaces.first_line(exc)[:500], "traceback": traceback.format_exc()[-2000:]}
+
+
+def _run_group_results(config: dict, task: Task, spec: StudySpec, shared, plugins, report_epoch, before: dict) -> dict:
+    """A training and its variants (search.variants): the training trial's result, with
+    each variant's result under `variants.KEY`. A member infeasible before training is
+    left out of the group's steps (its result says why); the group trains if any member
+    is feasible, and reports the pre-training values of its first feasible member
+    (into `before`, which its epoch reports carry)."""
+    from search import feasibility
+    from search.pruned import EPOCH_ATTR, REASON_ATTR
+
+    members = [config["params"]] + [v["params"] for v in config[variants.KEY]]
+    outcomes: list[dict | None] = [None] * len(members)
+    befores: list[dict] = [{} for _ in members]
+
+    def packed() -> dict:
+        numbers = [v["number"] for v in config[variants.KEY]]
+        return {**outcomes[0], variants.KEY: variants.encode([{"number": n, **o} for n, o in zip(numbers, outcomes[1:])])}
+
+    try:
+        if feasibility.needed(spec, task.kind):
+            with timing.phase("check"):
+                torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+                for i, params in enumerate(members):
+                    verdict = feasibility.check(params, task, spec, config["seed"], plugins=plugins, shared=shared)
+                    if verdict.reason is not None:
+                        outcomes[i] = {REASON_ATTR: verdict.reason, EPOCH_ATTR: 0, **verdict.result()}
+                    else:
+                        befores[i] = verdict.result()
+            if all(o is not None for o in outcomes):
+                return packed()
+            before.update(next(b for o, b in zip(outcomes, befores) if o is None))
+        results = run_group([p if o is None else None for p, o in zip(members, outcomes)], task, spec, config["seed"],
+                            on_epoch=report_epoch, shared=shared, plugins=plugins, report_epochs=report_epochs(spec))
+    except Exception as exc:  # noqa: BLE001 - the shared training failed: every member with it
+        failure = _failure(exc)
+        outcomes = [o if o is not None else failure for o in outcomes]
+        return packed()
+    for i, result in enumerate(results):
+        if outcomes[i] is not None:
+            continue
+        if isinstance(result, Exception):
+            outcomes[i] = {"fail_reason": spaces.first_line(result)[:500]}
+        else:
+            outcomes[i] = {**result.metrics.to_result(), **befores[i], "done": True}
+    return packed()

@@ -13,6 +13,7 @@ Distillation, augmentation and runtime add no params unless their section says
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from spaces import architecture, augmentation, distillation, model, pruning, quantization, regularization, runtime, schedule
@@ -40,15 +41,26 @@ def active(dimensions: Iterable[Dimension], ctx: SuggestContext) -> list[Dimensi
     return sorted((d for d in dimensions if d.active(ctx)), key=lambda d: d.order)
 
 
-def suggest(trial, spec, dimensions: Iterable[Dimension], ctx: SuggestContext) -> dict:
+def suggest(
+    trial, spec, dimensions: Iterable[Dimension], ctx: SuggestContext, *, baseline: bool = False,
+    owners: dict[str, Dimension] | None = None,
+) -> dict:
     """Ask every active dimension in turn on one Optuna trial (define-by-run: a
     conditional param exists only when its parent choice made it relevant) and return
-    the flat config a trial pipeline runs. Two dimensions may not claim one param name."""
+    the flat config a trial pipeline runs. Two dimensions may not claim one param name.
+    `baseline`: only the dimensions `in_baseline` (the others leave the model as is).
+    `owners` is filled with the dimension that drew each Optuna param (by its Optuna
+    name, which may be an alias)."""
     params: dict = {}
     owner: dict[str, str] = {}
     for dimension in active(dimensions, ctx):
+        if baseline and not dimension.in_baseline:
+            continue
         ctx.params = params
+        before = set(trial.params) if owners is not None else set()
         drawn = dimension.suggest(trial, section(spec, dimension), ctx)
+        if owners is not None:
+            owners.update({name: dimension for name in trial.params if name not in before})
         for key in drawn:
             if key in owner:
                 raise ValueError(
@@ -81,6 +93,44 @@ class DefaultTrial:
         pass
 
 
+class BaselineTrial(DefaultTrial):
+    """A stand-in for an Optuna trial that answers with the baseline's values: the
+    user's `[baseline] params` where given, else the middle of a range (geometric for a
+    log range, on its step) and the first of a list of choices."""
+
+    def __init__(self, given: dict | None = None):
+        super().__init__()
+        self.given = dict(given or {})
+
+    def _given(self, name: str, check):
+        if name not in self.given:
+            return None
+        value = self.given[name]
+        if not check(value):
+            raise ValueError(f"baseline.params.{name}: {value!r} is not in the space of {name}")
+        return value
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        value = self._given(name, lambda v: isinstance(v, int) and low <= v <= high)
+        if value is None:
+            middle = math.sqrt(low * high) if log else (low + high) / 2
+            value = low + round((middle - low) / step) * step
+        return self.params.setdefault(name, int(value))
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        value = self._given(name, lambda v: isinstance(v, (int, float)) and low <= v <= high)
+        if value is None:
+            value = math.sqrt(low * high) if log else (low + high) / 2
+            if step:
+                value = low + round((value - low) / step) * step
+        return self.params.setdefault(name, float(value))
+
+    def suggest_categorical(self, name, choices):
+        choices = list(choices)
+        value = self._given(name, lambda v: v in choices)
+        return self.params.setdefault(name, choices[0] if value is None else value)
+
+
 def param_value(params: dict, name: str, dimensions: Iterable[Dimension] = ()):
     """The trial's value of `name`, under whichever Optuna name it was drawn (a dimension
     may draw one choice under per-condition names, e.g. `quant_mode_transformer`)."""
@@ -100,6 +150,7 @@ def describe(params: dict, spec, dimensions: Iterable[Dimension], ctx: SuggestCo
 
 
 __all__ = [
+    "BaselineTrial",
     "Check",
     "DefaultTrial",
     "Dimension",

@@ -139,6 +139,7 @@ class Augmentation(Dimension):
     name = "augmentation"
     config = AugmentationSpace
     order = 70
+    in_baseline = False
 
     def suggest(self, trial, config: AugmentationSpace, ctx: SuggestContext) -> dict:
         if not config.enabled or not _ops(config, ctx.task_kind):

@@ -217,6 +217,13 @@ class Dimension:
     stage: ClassVar[str | None] = None
     order: ClassVar[int] = 100
     aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
+    in_baseline: ClassVar[bool] = True
+    after_training: ClassVar[bool] = False
+
+    def variant_conflict(self, config) -> str | None:
+        """Why variants of one training cannot differ in this dimension under `config`
+        (a choice of it that acts during training), or None."""
+        return None
 
     def active(self, ctx: SuggestContext) -> bool:
         """Whether this dimension takes part in a search with this context."""

@@ -239,6 +239,7 @@ class Distillation(Dimension):
     name = "distillation"
     config = DistillationSpace
     order = 60
+    in_baseline = False
 
     def suggest(self, trial, config: DistillationSpace, ctx: SuggestContext) -> dict:
         if not config.enabled:

@@ -205,6 +205,13 @@ class Pruning(Dimension):
     config = PruningSpace
     stage = "compress"
     order = 40
+    in_baseline = False
+    after_training = True
+
+    def variant_conflict(self, config: PruningSpace) -> str | None:
+        if "gradual" in config.kinds:
+            return "gradual pruning acts during training, so variants of one training cannot differ in it"
+        return None
 
     def suggest(self, trial, config: PruningSpace, ctx: SuggestContext) -> dict:
         kind = suggest_choice(trial, "prune_kind", config.kinds)

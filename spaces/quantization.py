@@ -114,6 +114,8 @@ class Quantization(Dimension):
     config = QuantizationSpace
     stage = "compress"
     order = 50
+    in_baseline = False
+    after_training = True
     aliases = {"quant_mode": tuple(f"quant_mode_{family}" for family in FAMILY_MODES)}
 
     def suggest(self, trial, config: QuantizationSpace, ctx: SuggestContext) -> dict:

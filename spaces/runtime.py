@@ -394,6 +394,8 @@ class Runtime(Dimension):
     config = RuntimeSpace
     stage = "deploy"
     order = 80
+    in_baseline = False
+    after_training = True
     aliases = {"runtime": tuple(f"runtime_{mode}" for mode in MODE_RUNTIMES)}
 
     def suggest(self, trial, config: RuntimeSpace, ctx: SuggestContext) -> dict:
