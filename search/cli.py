@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search import stop_signals
+from search import stop_signals, variants
+from search.baseline import check_max_drop
+from search.baseline import find as find_baseline
 from search.errors import UsageError
 
 app = typer.Typer(
@@ -32,6 +34,10 @@ err_console = Console(stderr=True)
 WITHIN_HELP = (
     "The knee is taken among front trials whose accuracy is within this of the most accurate front trial "
     "(a fraction: 0.05 = 5 percentage points; 1 = every front trial), so it is never a near-chance model."
+)
+MAX_DROP_HELP = (
+    "The knee is taken among front trials whose accuracy is within this of the study's baseline (a fraction: "
+    "0.01 = 1 percentage point, INC's and NNCF's default criterion); where none is, --accuracy-within's rule, and the output says so."
 )
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
@@ -149,6 +155,10 @@ def _print_result(summary, spec, storage: Optional[str], progress) -> None:
     )
     print_front(console, report)
     print_hypervolume(console, report)
+    complete = [t for t in report.trials if t.state.name == "COMPLETE"]
+    trainings = variants.trainings(complete)
+    if trainings < len(complete):
+        console.print(f"{variants.count_words(trainings, len(complete), len(report.front))}", highlight=False, soft_wrap=True)
     if report.knee is not None:
         console.print(
             f"export the knee (trial {report.knee.number}): {export_hint(spec.name, _storage_flag(storage))}",
@@ -488,8 +498,9 @@ def front(
         "their worst feasible value widened by 10% of their range.",
     ),
     accuracy_within: float = typer.Option(0.05, "--accuracy-within", metavar="FRACTION", help=WITHIN_HELP),
+    max_drop: float = typer.Option(0.01, "--max-drop", metavar="FRACTION", help=MAX_DROP_HELP),
 ) -> None:
-    """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, and plots."""
+    """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, the baseline, and plots."""
     import json
 
     from search import pareto as fronts
@@ -502,8 +513,9 @@ def front(
         check_path(plot)
     given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
     fronts.check_within(accuracy_within)
+    check_max_drop(max_drop)
     study = load_study(storage, name)
-    report = fronts.report(study, given, accuracy_within)
+    report = fronts.report(study, given, accuracy_within, max_drop)
     objectives = report.objectives
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
@@ -548,6 +560,7 @@ def export(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out even if it holds another study's or trial's config."),
     accuracy_within: float = typer.Option(0.05, "--accuracy-within", metavar="FRACTION", help=WITHIN_HELP),
+    max_drop: float = typer.Option(0.01, "--max-drop", metavar="FRACTION", help=MAX_DROP_HELP),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
     from search import exporter
@@ -558,13 +571,17 @@ def export(
     rule = fronts.Pick.parse(pick)
     filters = [fronts.Filter.parse(w) for w in where or []]
     fronts.check_within(accuracy_within)
+    check_max_drop(max_drop)
     if out.parent != Path("") and not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; name the file to write, e.g. {out / (name + '-best.toml')}")
     study = load_study(storage, name)
-    chosen = fronts.pick(study, rule, filters, accuracy_within)
-    how = fronts.pick_words(rule, accuracy_within)
+    choice = fronts.pick_choice(study, rule, filters, accuracy_within, max_drop)
+    chosen = choice.trial
+    how = fronts.pick_words(rule, accuracy_within, choice)
+    if choice.fallback:
+        console.print(f"{choice.fallback}: the knee is taken {choice.rule} instead", highlight=False, soft_wrap=True)
     exporter.export(
         study, chosen, resolve_url(storage), out, pick=how + "".join(f" where {f}" for f in filters), force=force
     )
@@ -578,7 +595,7 @@ def export(
         highlight=False,
         soft_wrap=True,
     )
-    trade = fronts.trade_words(fronts.study_front(study), chosen, objectives)
+    trade = fronts.trade_words(fronts.study_front(study), chosen, objectives, find_baseline(study.get_trials(deepcopy=False)))
     if trade:
         console.print(f"trade: {trade}", highlight=False, soft_wrap=True)
     console.print(f"next: paretune train {out} --out {out.with_name(out.stem + '_model')}/", highlight=False, soft_wrap=True)

@@ -22,10 +22,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.baseline import find as find_baseline
 from search.errors import UsageError
 from search.metrics import keys as metric_keys
 from search.storage import redact
 from search.tell import CONSTRAINTS_ATTR
+from search.trade import trade_sentence
+from search.variants import TRAINING_ATTR
 
 # Top-level spec keys first, then its tables, in the order a hand-written spec has them.
 SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "model", "train", "budget", "resources", "measure", "space")
@@ -183,6 +186,15 @@ def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *
     }
     if CONSTRAINTS_ATTR in trial.user_attrs:
         exported["constraint_violations"] = [float(v) for v in trial.user_attrs[CONSTRAINTS_ATTR]]
+    if trial.user_attrs.get(TRAINING_ATTR) is not None:
+        exported["training_trial"] = trial.user_attrs[TRAINING_ATTR]  # a variant: its training, with `seed`
+    base = find_baseline(study.get_trials(deepcopy=False))
+    if base is not None:
+        exported["baseline"] = {
+            "trial": base.number,
+            "values": dict(zip(objectives.names, base.values)),
+            "trade": trade_sentence(trial, base, objectives, against="the baseline"),
+        }
     return {**spec, "params": dict(trial.params), "exported": exported}
 
 

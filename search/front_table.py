@@ -3,8 +3,10 @@
 
 Rows are the front best first by the first objective; the knee (the default pick of
 `paretune export`) is starred and bold, and the line under the table says which front
-trials it was taken among (those of useful accuracy) and what it trades against the
-most accurate one. On a terminal the table fits its width: when
+trials it was taken among (within `max_drop` of the baseline's accuracy, or without
+a baseline of useful accuracy) and what it trades against the baseline (or the most
+accurate front trial). The baseline is marked `b`, and listed last where it is not
+on the front. On a terminal the table fits its width: when
 the full table is wider, the per-dimension columns (model, pruning, quantization,
 runtime) are first merged into one (`config`), then `size_kb` and then that column are left out, and a note
 below the table says so; a word is never cut. Elsewhere (a pipe, a CI log) every
@@ -22,6 +24,7 @@ from rich.table import Table
 from search.pareto import FrontReport
 
 KNEE_MARK = "*"
+BASELINE_MARK = "b"  # after the trial number: the study's baseline (search.baseline)
 MERGED = "config"  # the per-dimension columns as one, when the table must be narrower
 
 
@@ -80,7 +83,10 @@ def build(report: FrontReport, columns: list[str]) -> Table:
                   collapse_padding=True, show_edge=False)
     for column in table.columns:
         column.overflow = "fold"  # narrower than the narrowest layout: wrap, never "…"
-    for trial in report.rows():
+    rows = report.rows()
+    if report.baseline is not None and all(t.number != report.baseline.number for t in rows):
+        rows = rows + [report.baseline]  # the baseline off the front: its row last, to compare with
+    for trial in rows:
         extra = []
         for column in columns:
             if column == "size_kb":
@@ -90,8 +96,9 @@ def build(report: FrontReport, columns: list[str]) -> Table:
             else:
                 extra.append(_cell(report, trial, column))
         is_knee = knee is not None and trial.number == knee.number
+        is_baseline = report.baseline is not None and trial.number == report.baseline.number
         table.add_row(
-            f"{trial.number}{KNEE_MARK if is_knee else ''}",
+            f"{trial.number}{KNEE_MARK if is_knee else ''}{BASELINE_MARK if is_baseline else ''}",
             *(f"{v:.4g}" for v in trial.values),
             *extra,
             style="bold" if is_knee else None,
@@ -126,6 +133,9 @@ def print_front(console: Console, report: FrontReport) -> None:
     else:
         console.print(table)
     console.print(knee_line(report), highlight=False, soft_wrap=not console.is_terminal)
+    line = baseline_line(report)
+    if line:
+        console.print(line, highlight=False, soft_wrap=not console.is_terminal)
     if note:
         console.print(f"({note} to fit {console.width} columns; `paretune front --json` has every field)",
                       highlight=False, soft_wrap=not console.is_terminal)
@@ -135,16 +145,27 @@ def knee_line(report: FrontReport) -> str:
     """What the star means, which trials the knee was taken among, and what it trades."""
     from search.pareto import trade_words
 
-    knee = report.knee
-    useful = report.useful()
-    left_out = len(report.front) - len(useful)
-    among = (
-        f"among the {len(useful)} front trials within {100 * report.accuracy_within:g} pp of the best accuracy "
-        f"({left_out} left out)" if left_out else "on the front"
-    )
-    trade = trade_words(report.front, knee, report.objectives)
-    return (f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point {among}; what `paretune export` picks by default"
-            + (f"; {trade}" if trade else ""))
+    choice = report.knee_choice()
+    knee = choice.trial
+    left_out = len(report.front) - len(choice.among)
+    among = f"among the {len(choice.among)} front trials {choice.rule} ({left_out} left out)" if left_out else "on the front"
+    trade = trade_words(report.front, knee, report.objectives, report.baseline)
+    fallback = f" ({choice.fallback}: taken {choice.rule} instead)" if choice.fallback else ""
+    return (f"{KNEE_MARK} knee (trial {knee.number}): nearest the ideal point {among}{fallback}; "
+            "what `paretune export` picks by default" + (f"; {trade}" if trade else ""))
+
+
+def baseline_line(report: FrontReport) -> str | None:
+    """Where the baseline stands, or why there is none to compare with."""
+    base = report.baseline
+    if base is None:
+        pending = [t for t in report.trials if t.user_attrs.get("baseline")]
+        return ("no measured baseline: its trial did not complete; trades are stated against the most accurate front trial"
+                if pending else None)
+    on_front = any(t.number == base.number for t in report.front)
+    values = ", ".join(f"{n}={v:.4g}" for n, v in zip(report.objectives.names, base.values))
+    return f"{BASELINE_MARK} baseline (trial {base.number}, your model as it runs today): {values}" + (
+        "; on the front" if on_front else "")
 
 
 def print_hypervolume(console: Console, report: FrontReport, given: dict[str, float] | None = None) -> None:

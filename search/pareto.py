@@ -34,6 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import baseline as baselines
 from search.errors import UsageError
 from search.tell import CONSTRAINTS_ATTR
 
@@ -249,7 +250,9 @@ class FrontReport:
     # params -> {column: words} per dimension ("model": "cnn", "pruning": "structured 0.42"),
     # from the study's recorded spec; None for a lookup-table study (its params are the words)
     describe: Callable[[dict], dict[str, str]] | None = None
-    accuracy_within: float = ACCURACY_WITHIN  # the knee's useful-accuracy rule
+    accuracy_within: float = ACCURACY_WITHIN  # the knee's useful-accuracy rule without a baseline
+    baseline: FrozenTrial | None = None  # the study's measured baseline (search.baseline)
+    max_drop: float = baselines.MAX_DROP  # the knee's accuracy rule against the baseline
 
     def excluded(self) -> dict[str, int]:
         """Why trials are not feasible, counted ({"FAIL": 2, "violates constraints": 1})."""
@@ -267,11 +270,14 @@ class FrontReport:
 
     @property
     def knee(self) -> FrozenTrial | None:
-        return knee(self.front, self.objectives, self.accuracy_within)
+        return self.knee_choice().trial
+
+    def knee_choice(self) -> "KneeChoice":
+        return choose_knee(self.front, self.objectives, self.accuracy_within, self.baseline, self.max_drop)
 
     def useful(self) -> list[FrozenTrial]:
-        """The front trials the knee is taken among (see `useful`)."""
-        return useful(self.front, self.objectives, self.accuracy_within)
+        """The front trials the knee is taken among (see `choose_knee`)."""
+        return self.knee_choice().among
 
     def rows(self) -> list[FrozenTrial]:
         """The front best first by the first objective (then by trial number): the order
@@ -281,7 +287,8 @@ class FrontReport:
 
     def to_json(self, study_name: str) -> dict:
         """`paretune front --json`: the front with its hypervolume, reference point and knee."""
-        knee_trial = self.knee
+        choice = self.knee_choice()
+        knee_trial = choice.trial
         return {
             "study": study_name,
             "objectives": list(self.objectives.names),
@@ -290,13 +297,18 @@ class FrontReport:
             "reference_point": dict(zip(self.objectives.names, self.reference)),
             "knee": knee_trial.number if knee_trial is not None else None,
             "accuracy_within": self.accuracy_within,
-            "knee_trade": trade_words(self.front, knee_trial, self.objectives) if knee_trial is not None else None,
+            "max_drop": self.max_drop,
+            "knee_rule": choice.rule,
+            "knee_fallback": choice.fallback,
+            "knee_trade": trade_words(self.front, knee_trial, self.objectives, self.baseline) if knee_trial is not None else None,
+            "baseline": trial_record(self.baseline, self.objectives) if self.baseline is not None else None,
             "trials": [trial_record(t, self.objectives) for t in self.rows()],
         }
 
 
 def report(
-    study: optuna.Study, reference: dict[str, float] | None = None, accuracy_within: float = ACCURACY_WITHIN
+    study: optuna.Study, reference: dict[str, float] | None = None, accuracy_within: float = ACCURACY_WITHIN,
+    max_drop: float = baselines.MAX_DROP,
 ) -> FrontReport:
     objectives = objectives_of(study)
     trials = study.get_trials(deepcopy=False)
@@ -308,7 +320,9 @@ def report(
     ref = reference_point(feasible, objectives, reference) if feasible else []
     hv = hypervolume(front, objectives, ref) if ref else 0.0
     check_within(accuracy_within)
-    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints, describer(study), accuracy_within)
+    baselines.check_max_drop(max_drop)
+    return FrontReport(objectives, trials, feasible, front, ref, hv, constraints, describer(study), accuracy_within,
+                       baselines.find(trials), max_drop)
 
 
 def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
@@ -491,6 +505,35 @@ def knee(front: list[FrozenTrial], objectives: Objectives, accuracy_within: floa
     return pick_from(candidates, Pick("knee"), objectives) if candidates else None
 
 
+@dataclass(frozen=True)
+class KneeChoice:
+    trial: FrozenTrial | None  # the knee; None for an empty front
+    among: list[FrozenTrial]  # the front trials it was taken among
+    rule: str  # which ones those are, in words
+    fallback: str | None = None  # why the baseline's rule could not be used, if it could not
+
+
+def choose_knee(
+    front: list[FrozenTrial], objectives: Objectives, accuracy_within: float = ACCURACY_WITHIN,
+    baseline: FrozenTrial | None = None, max_drop: float = baselines.MAX_DROP,
+) -> KneeChoice:
+    """The knee among the front trials whose accuracy is within `max_drop` of the
+    baseline's (INC's and NNCF's accuracy criterion); where none is, or there is no
+    measured baseline, among those within `accuracy_within` of the most accurate front
+    trial (`useful`), and `fallback` says why."""
+    fallback = None
+    base = accuracy_of(baseline, objectives) if baseline is not None else None
+    if base is not None:
+        within = [t for t in front if (a := accuracy_of(t, objectives)) is not None and a >= base - max_drop - 1e-12]
+        if within:
+            rule = f"within {100 * max_drop:g} pp of the baseline's accuracy (trial {baseline.number})"
+            return KneeChoice(pick_from(within, Pick("knee"), objectives), within, rule)
+        fallback = f"no front trial is within {100 * max_drop:g} pp of the baseline's accuracy ({base:.4g}, trial {baseline.number})"
+    candidates = useful(front, objectives, accuracy_within)
+    rule = f"within {100 * accuracy_within:g} pp of the best accuracy"
+    return KneeChoice(pick_from(candidates, Pick("knee"), objectives) if candidates else None, candidates, rule, fallback)
+
+
 def most_accurate(front: list[FrozenTrial], objectives: Objectives) -> FrozenTrial | None:
     """The front trial of the highest accuracy (ties: the one nearer the knee, then the lower number)."""
     scored = [t for t in front if accuracy_of(t, objectives) is not None]
@@ -499,11 +542,16 @@ def most_accurate(front: list[FrozenTrial], objectives: Objectives) -> FrozenTri
     return pick_from(scored, Pick("max", "accuracy"), objectives)
 
 
-def trade_words(front: list[FrozenTrial], chosen: FrozenTrial, objectives: Objectives) -> str | None:
-    """What `chosen` trades against the most accurate front trial, in words (see
-    `search.trade`); None when the trials carry no accuracy."""
+def trade_words(
+    front: list[FrozenTrial], chosen: FrozenTrial, objectives: Objectives, baseline: FrozenTrial | None = None
+) -> str | None:
+    """What `chosen` trades against the baseline (where measured), else against the
+    most accurate front trial, in words (see `search.trade`); None when the trials
+    carry no accuracy."""
     from search.trade import trade_sentence
 
+    if baseline is not None:
+        return trade_sentence(chosen, baseline, objectives, against="the baseline")
     reference = most_accurate(front, objectives)
     if reference is None:
         return None
@@ -559,11 +607,21 @@ def _number(value: Any) -> float:
 
 def pick(
     study: optuna.Study, rule: str | Pick | None = None, where: list[str] | list[Filter] = (),
-    accuracy_within: float = ACCURACY_WITHIN,
+    accuracy_within: float = ACCURACY_WITHIN, max_drop: float = baselines.MAX_DROP,
 ) -> FrozenTrial:
     """The trial `rule` picks from the front of the feasible trials that pass `where`;
-    the knee only among those of useful accuracy (`accuracy_within`, see `useful`)."""
+    the knee only among those within `max_drop` of the baseline's accuracy, or without
+    one of useful accuracy (`accuracy_within`; see `choose_knee`)."""
+    return pick_choice(study, rule, where, accuracy_within, max_drop).trial
+
+
+def pick_choice(
+    study: optuna.Study, rule: str | Pick | None = None, where: list[str] | list[Filter] = (),
+    accuracy_within: float = ACCURACY_WITHIN, max_drop: float = baselines.MAX_DROP,
+) -> KneeChoice:
+    """`pick`, with the trials it picked among and the rule in words."""
     check_within(accuracy_within)
+    baselines.check_max_drop(max_drop)
     rule = rule if isinstance(rule, Pick) else Pick.parse(rule)
     filters = [f if isinstance(f, Filter) else Filter.parse(f) for f in where]
     objectives = objectives_of(study)
@@ -581,12 +639,14 @@ def pick(
         )
     front = pareto_front(candidates, objectives)
     if rule.kind == "knee":
-        return knee(front, objectives, accuracy_within)
-    return pick_from(front, rule, objectives)
+        return choose_knee(front, objectives, accuracy_within, baselines.find(study.get_trials(deepcopy=False)), max_drop)
+    return KneeChoice(pick_from(front, rule, objectives), front, str(rule))
 
 
-def pick_words(rule: Pick, accuracy_within: float = ACCURACY_WITHIN) -> str:
+def pick_words(rule: Pick, accuracy_within: float = ACCURACY_WITHIN, choice: KneeChoice | None = None) -> str:
     """The rule as recorded in an export: the knee with its accuracy rule."""
+    if rule.kind == "knee" and choice is not None:
+        return f"knee, {choice.rule}"
     if rule.kind == "knee" and accuracy_within < 1:
         return f"knee, accuracy within {accuracy_within:g} of the best"
     return str(rule)

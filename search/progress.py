@@ -38,9 +38,9 @@ from rich.table import Table
 from rich.text import Text
 
 from search import pareto as fronts
-from search import pruned, timing
+from search import pruned, timing, variants
 from search.searcher import INTERRUPTED
-from search.tell import FAIL_REASON_ATTR
+from search.tell import BASELINE_ATTR, FAIL_REASON_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 TERMINAL_POLL_S = 2.0  # storage reads while the terminal display is up
@@ -104,6 +104,7 @@ class Snapshot:
     eta: tuple[float, float, float] | None = None
     durations: int = 0  # finished trials the ETA is based on
     pruned: Counter = field(default_factory=Counter)  # PRUNED trials by stage (search.pruned)
+    trainings: int = 0  # trainings the COMPLETE trials came from (search.variants)
 
 
 def busy_seconds(trial: FrozenTrial) -> float:
@@ -137,6 +138,7 @@ def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None =
         eta=eta_seconds(durations, share, needed, running, slots),
         durations=len(durations),
         pruned=pruned.counts(trials),
+        trainings=variants.trainings([t for t in trials if t.state == TrialState.COMPLETE]),
     )
 
 
@@ -192,8 +194,11 @@ class SearchProgress:
                 for name, value in zip(self.objectives, trial.values)
             )
             recorded_for = trial.user_attrs.get("recorded_for")  # search.tell: its first trial was failed by another driver
+            training = variants.training_of(trial)
+            role = " (baseline)" if trial.user_attrs.get(BASELINE_ATTR) else (
+                f" (variant of trial {training}'s training)" if training != trial.number else "")
             self.console.print(
-                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}  {escape(self.describe(trial.params))}"
+                f"[green]trial {trial.number:>4} COMPLETE[/] {escape(values)}  {escape(self.describe(trial.params))}{role}"
                 + (f" (the result of trial {recorded_for}, which another driver had failed)" if recorded_for is not None else ""),
                 **wrap,
             )
@@ -290,6 +295,8 @@ class SearchProgress:
         )
         if snap.front_size:
             text += f"; best {self._best_text(snap, '=')}; front {snap.front_size}, hypervolume {snap.hypervolume:.4g}"
+        if snap.trainings and snap.trainings < c["COMPLETE"]:
+            text += f"; {variants.count_words(snap.trainings, c['COMPLETE'], snap.front_size)}"
         return text
 
     def __rich__(self):
@@ -313,6 +320,8 @@ class SearchProgress:
         if snap.front_size:
             grid.add_row("best", Text(self._best_text(snap, " ")))
             grid.add_row("front", Text(f"{snap.front_size} of {snap.feasible} feasible trials, hypervolume {snap.hypervolume:.4g}"))
+        if snap.trainings and snap.trainings < c["COMPLETE"]:
+            grid.add_row("shared", Text(variants.count_words(snap.trainings, c["COMPLETE"], snap.front_size or None)))
         else:
             grid.add_row("front", Text("no feasible COMPLETE trial yet"))
         return Group(grid)

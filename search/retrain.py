@@ -229,7 +229,10 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
             "trial": exported.get("trial"),
             "storage": exported.get("storage"),
             "pick": exported.get("pick"),
+            "training_trial": exported.get("training_trial"),
         },
+        "baseline": exported.get("baseline"),
+        "weights": spec.weights,
         "seed": loaded.seed,
         "task": {
             "name": task.name,
@@ -324,8 +327,18 @@ def card_markdown(card: dict) -> str:
     if src.get("study") is not None:
         lines.append(f"Trial {src['trial']} of study `{src['study']}` ({src.get('storage') or 'storage unknown'})"
                      + (f", picked by `{src['pick']}`" if src.get("pick") else "") + ".")
+    if card.get("weights"):
+        lines.append(f"Rebuilt from `{Path(src['config']).name}`: the trained weights `{card['weights']}`, then the "
+                     f"trial's own steps with seed {card['seed']}.")
+    else:
+        lines.append(f"Retrained from scratch from `{Path(src['config']).name}` with seed {card['seed']}"
+                     + (f" (the training of trial {src['training_trial']}, then this variant's own steps)."
+                        if src.get("training_trial") not in (None, src.get("trial")) else "."))
+    base = card.get("baseline")
+    if base:
+        lines += ["", f"Against the baseline (trial {base['trial']}, the model as it ran before the search; search-time "
+                      f"values): {base['trade']}."]
     lines += [
-        f"Retrained from scratch from `{Path(src['config']).name}` with seed {card['seed']}.",
         "",
         "## Objectives",
         "",

@@ -1,7 +1,8 @@
 """What a picked trial trades, in one sentence a user can act on.
 
 `trade_sentence(chosen, reference, objectives)` compares a trial with another one
-(`paretune front` and `export` use the most accurate front trial):
+(`paretune front` and `export` use the study's baseline, search.baseline, and
+without one the most accurate front trial):
 
     −0.8 pp accuracy, 3.1× faster, 12× smaller than the most accurate front trial (trial 4)
 
@@ -59,8 +60,8 @@ def trade_parts(chosen: FrozenTrial, reference: FrozenTrial, objectives) -> list
     return parts
 
 
-def trade_sentence(chosen: FrozenTrial, reference: FrozenTrial, objectives) -> str:
+def trade_sentence(chosen: FrozenTrial, reference: FrozenTrial, objectives, against: str = "the most accurate front trial") -> str:
     if chosen.number == reference.number:
-        return "the most accurate front trial itself"
+        return f"{against} itself"
     parts = trade_parts(chosen, reference, objectives)
-    return f"{', '.join(parts)} than the most accurate front trial (trial {reference.number})"
+    return f"{', '.join(parts)} than {against} (trial {reference.number})"

@@ -80,3 +80,14 @@ def count_words(trainings: int, trials: int, front: int | None = None) -> str:
     """`12 trainings → 48 variants, 9 on the front`."""
     words = f"{trainings} training{'s' if trainings != 1 else ''} → {trials} variant{'s' if trials != 1 else ''}"
     return words + (f", {front} on the front" if front is not None else "")
+
+
+def training_of(trial) -> int:
+    """The number of the trial holding `trial`'s training (its own without variants)."""
+    value = trial.user_attrs.get(TRAINING_ATTR)
+    return int(value) if value is not None else trial.number
+
+
+def trainings(trials) -> int:
+    """How many trainings the given trials came from."""
+    return len({training_of(t) for t in trials})

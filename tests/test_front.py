@@ -257,7 +257,8 @@ def test_cli_front_json_and_png(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert list(data) == ["study", "objectives", "directions", "hypervolume", "reference_point", "knee", "accuracy_within",
-                          "knee_trade", "trials"]
+                          "max_drop", "knee_rule", "knee_fallback", "knee_trade", "baseline", "trials"]
+    assert data["baseline"] is None and data["knee_fallback"] is None  # a hand-made study has no baseline
     report = front.report(study)
     assert data["study"] == "hand"
     assert data["objectives"] == ["accuracy", "latency_ms", "energy_mj"]

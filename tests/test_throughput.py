@@ -199,7 +199,7 @@ def test_a_failed_ask_ahead_is_raised_where_the_trial_is_wanted(monkeypatch):
     searcher.suggest("a")
     searcher._ahead.result(timeout=30)
     searcher._ahead = None  # drop the one asked; the next ask ahead fails
-    monkeypatch.setattr(searcher, "_ask_point", lambda: (_ for _ in ()).throw(RuntimeError("sampler broke")))
+    monkeypatch.setattr(searcher, "_ask_point", lambda *a: (_ for _ in ()).throw(RuntimeError("sampler broke")))
     searcher._ask_ahead()
     with pytest.raises(RuntimeError, match="sampler broke"):
         searcher.suggest("b")
