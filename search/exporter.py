@@ -26,7 +26,7 @@ from search.baseline import find as find_baseline
 from search.errors import UsageError
 from search.metrics import keys as metric_keys
 from search.storage import redact
-from search.tell import CONSTRAINTS_ATTR
+from search.tell import BASELINE_ATTR, CONSTRAINTS_ATTR
 from search.trade import trade_sentence
 from search.variants import TRAINING_ATTR
 
@@ -186,6 +186,8 @@ def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *
     }
     if CONSTRAINTS_ATTR in trial.user_attrs:
         exported["constraint_violations"] = [float(v) for v in trial.user_attrs[CONSTRAINTS_ATTR]]
+    if trial.user_attrs.get(BASELINE_ATTR):
+        exported["is_baseline"] = True  # its params leave out what the baseline does not do (no compression)
     if trial.user_attrs.get(TRAINING_ATTR) is not None:
         exported["training_trial"] = trial.user_attrs[TRAINING_ATTR]  # a variant: its training, with `seed`
     base = find_baseline(study.get_trials(deepcopy=False))
@@ -283,6 +285,7 @@ def check_params(config: dict, task_kind: str, plugins=None) -> dict:
 
     spec = from_dict({k: v for k, v in config.items() if k not in ("params", "exported")})
     try:
-        return suggest_params(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, task_kind, plugins)
+        return suggest_params(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, task_kind, plugins,
+                              baseline=bool((config.get("exported") or {}).get("is_baseline")))
     except (ValueError, KeyError) as exc:
         raise UsageError(f"the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None

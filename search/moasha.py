@@ -231,12 +231,14 @@ class MOASHAScheduler(FIFOScheduler):
             self.decisions["failed"] += 1
             self.searcher.stop_as(trial.trial_id, f"non-finite objective at rung epoch {epoch}: {bad}", pruned=False)
             return TrialScheduler.STOP
+        # The baseline is what every trade is stated against: it always trains to the end.
+        is_baseline = bool(live.user_attrs.get(tell.BASELINE_ATTR))
         record = {
-            "epoch": epoch, "values": values, "promoted": decision.promote,
+            "epoch": epoch, "values": values, "promoted": decision.promote or is_baseline,
             "ahead": decision.ahead, "keep": decision.keep, "of": decision.of,
         }
         self.searcher.remember(trial.trial_id, {key: record}, write_now=True)
-        if decision.promote:
+        if decision.promote or is_baseline:
             self.decisions["promoted"] += 1
             return TrialScheduler.CONTINUE
         self.decisions["stopped"] += 1

@@ -25,6 +25,7 @@ from search.pareto import FrontReport
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 LOG_SPAN = 30.0
 FRONT_COLOR, TRIAL_COLOR, INFEASIBLE_COLOR, KNEE_COLOR = "#d62728", "#7f9fbf", "#bbbbbb", "#ffb000"
+BASELINE_COLOR = "#111111"  # the study's baseline (search.baseline): a black square
 EDGE_COLOR = "#111111"
 
 
@@ -108,6 +109,10 @@ def _matplotlib(report: FrontReport, path: Path, title: str | None) -> None:
         if k is not None:
             markers.append(ax.scatter([k[i]], [k[j]], marker="*", s=320, c=KNEE_COLOR, edgecolors=EDGE_COLOR,
                                       linewidths=1.0, label=f"knee (trial {knee.number})", zorder=4))
+        if report.baseline is not None:
+            b = report.baseline.values
+            markers.append(ax.scatter([b[i]], [b[j]], marker="s", s=70, facecolors="none", edgecolors=BASELINE_COLOR,
+                                      linewidths=1.6, label=f"baseline (trial {report.baseline.number})", zorder=5))
         ax.set_xlabel(_label(obj.names[i], obj.directions[i]))
         ax.set_ylabel(_label(obj.names[j], obj.directions[j]))
         if logs[i]:
@@ -263,6 +268,9 @@ def plotly_figure(report: FrontReport, title: str | None = None):
     if knee is not None:
         groups.append((f"knee (trial {knee.number})", [knee],
                        dict(color=KNEE_COLOR, symbol="star", size=20, line=dict(color=EDGE_COLOR, width=1.5))))
+    if report.baseline is not None:
+        groups.append((f"baseline (trial {report.baseline.number})", [report.baseline],
+                       dict(color="rgba(0,0,0,0)", symbol="square-open", size=16, line=dict(color=BASELINE_COLOR, width=2.5))))
     feasible = _columns(report.feasible, n)
     logs = [_log_axis(feasible[:, i]) for i in range(n)]
     for index, (kind, what) in enumerate(cells):

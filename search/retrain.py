@@ -91,7 +91,8 @@ def rebuild_config(loaded: LoadedConfig, task_kind: str, plugins=None) -> dict:
     from search.plugins import suggest_params
 
     try:
-        return suggest_params(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind, plugins)
+        return suggest_params(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind, plugins,
+                              baseline=bool(loaded.exported.get("is_baseline")))
     except (ValueError, KeyError) as exc:
         raise UsageError(f"{loaded.path}: the params table does not pin every dimension of the spec: {str(exc).splitlines()[0]}") from None
 

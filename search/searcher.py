@@ -274,7 +274,12 @@ class AskTellSearcher(Searcher):
         params = suggest_params(trial, self.spec, self.task_kind, self.plugins, baseline=baseline.is_baseline(trial),
                                 owners=owners)
         seed = self.spec.seed + trial.number
-        wanted = min(self.spec.budget.variants_per_training, room if room is not None else self._room()) - 1
+        wanted = 0
+        if self.spec.budget.variants_per_training > 1:
+            # Queued points (an interrupted run's, a warm start's) keep their share of the budget.
+            waiting = len(tell.retrying(lambda: self.study._storage.get_all_trials(
+                self.study._study_id, deepcopy=False, states=(TrialState.WAITING,))))
+            wanted = min(self.spec.budget.variants_per_training, (room if room is not None else self._room()) - waiting) - 1
         group = self._ask_variants(trial, owners, seed, wanted) if wanted > 0 and self.task_kind != "table" else []
         attrs = {SEED_ATTR: seed, **({variants.TRAINING_ATTR: trial.number} if group else {})}
         tell.retrying(lambda: storages.set_user_attrs(self.study._storage, trial._trial_id, attrs))

@@ -457,7 +457,8 @@ class Runtime(Dimension):
         return checks
 
     def describe(self, params: dict, config) -> str:
-        return str(self.value(params, "runtime", ""))
+        # No runtime param with the dimension on: a trial left on eager PyTorch (the baseline).
+        return str(self.value(params, "runtime", "eager" if config.enabled else ""))
 
 
 def artifact_kb(runner: nn.Module) -> float | None:

@@ -121,8 +121,12 @@ def test_python_api_with_callables_end_to_end(tmp_path):
     assert summary["card_model"]["source"] == "user" and set(summary["card_model"]["knobs"]) == {"hidden"}
 
     study = optuna.load_study(study_name="api", storage=url)
+    assert [t.number for t in study.trials if t.user_attrs.get("baseline")] == [0]  # the baseline runs first
     for trial in study.trials:
-        assert {"hidden", "input_noise", "prune_kind", "quant_mode"} <= set(trial.params)
+        # The baseline is the user's model as it runs today: no pruning, no quantization.
+        compressed = set() if trial.user_attrs.get("baseline") else {"prune_kind", "quant_mode"}
+        assert {"hidden", "input_noise"} | compressed <= set(trial.params)
+        assert not trial.user_attrs.get("baseline") or not {"prune_kind", "quant_mode"} & set(trial.params)
         assert 0.0 <= trial.user_attrs["balanced_accuracy"] <= 1.0
         assert trial.values[1] == trial.user_attrs["balanced_accuracy"]
     # The loop ran in the Ray workers: 3 trials + the retrain, and a fine-tune after each structured pruning.

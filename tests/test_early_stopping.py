@@ -81,7 +81,8 @@ RUNG_SPEC = {
 
 
 def rung_spec(name: str, trials: int, **budget):
-    data = tiny_spec_dict(name=name, **RUNG_SPEC)
+    # No baseline: the scripted seeds below are the study's first trials.
+    data = tiny_spec_dict(name=name, baseline={"enabled": False}, **RUNG_SPEC)
     # One rung, at epoch 1, keeping the top quarter: a bad seed judged beside its good
     # twin (same size, far lower accuracy) is never in it.
     data["budget"] = {"trials": trials, "concurrency": 2, "epochs": 4, "early_stopping": "moasha",

@@ -65,7 +65,7 @@ def test_each_trial_says_where_its_time_went_and_the_phases_add_up(finished_stud
 def test_quantized_trials_really_are_quantized(finished_study):
     _, url, _ = finished_study
     for t in optuna.load_study(study_name="e2e", storage=url).get_trials():
-        assert t.user_attrs["quantized"] == (t.params["quant_mode"] != "none")
+        assert t.user_attrs["quantized"] == (t.params.get("quant_mode", "none") != "none")  # the baseline has none
 
 
 def test_launch_again_resumes_without_rerunning(finished_study, ray_local):
@@ -111,7 +111,12 @@ def test_study_teacher_is_trained_once_and_shipped_to_the_trials(ray_local, tmp_
     )
     url = f"sqlite:///{tmp_path / 'kd.db'}"
     assert launch(spec, storage_url=url).complete == 2
-    for t in optuna.load_study(study_name="kd", storage=url).get_trials():
+    trials = optuna.load_study(study_name="kd", storage=url).get_trials()
+    (base,) = [t for t in trials if t.user_attrs.get("baseline")]
+    assert "kd_alpha" not in base.params and base.user_attrs.get("teacher_source") is None  # the baseline has no teacher
+    for t in trials:
+        if t.user_attrs.get("baseline"):
+            continue
         assert "kd_alpha" in t.params
         # "study": the launcher's teacher reached the worker; "process" would mean it was retrained there.
         assert t.user_attrs["teacher_source"] == "study"
@@ -142,8 +147,13 @@ def test_cli_launch_shows_progress_and_ends_with_the_front(tmp_path):
     assert f"study shown: 4/4 COMPLETE in {url}; {len(report.front)} on the Pareto front of 4 feasible trials" in result.stdout
     assert "trial  accuracy  latency_ms  energy_mj  size_kb  model" in result.stdout
     for trial in report.front:
-        assert re.search(rf"^{trial.number}{'[*]' if trial.number == knee else ''}\s+{trial.values[0]:.4g}\s", result.stdout, re.M)
+        marks = ("[*]" if trial.number == knee else "") + ("b" if trial.user_attrs.get("baseline") else "")
+        assert re.search(rf"^{trial.number}{marks}\s+{trial.values[0]:.4g}\s", result.stdout, re.M)
     assert f"* knee (trial {knee})" in result.stdout
+    base = report.baseline  # the baseline runs first; its row is marked, and the knee's trade is stated against it
+    assert base is not None and base.number == 0
+    assert re.search(rf"^0{'[*]' if knee == 0 else ''}b\s+{base.values[0]:.4g}\s", result.stdout, re.M)
+    assert f"b baseline (trial 0, your model as it runs today): accuracy={base.values[0]:.4g}" in result.stdout
     assert f"hypervolume {report.hypervolume:.6g} with reference point" in result.stdout
     assert f"export the knee (trial {knee}): paretune export shown --storage {url} --out shown-best.toml" in result.stdout
     assert "Token authentication is enabled" not in out and "Tuner.restore" not in out

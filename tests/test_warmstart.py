@@ -95,24 +95,26 @@ def test_launching_an_exported_config_runs_it_first_in_a_new_study(tmp_path):
     best = exporter.export(original, original.trials[1], url, tmp_path / "tiny-best.toml")
     pinned = tomllib.loads(best.read_text())["params"]
 
-    first = run_cli("launch", str(best), "--trials", "1", "--storage", url, timeout=600)
+    first = run_cli("launch", str(best), "--trials", "2", "--storage", url, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "is an exported config (trial 1 of study 'tiny'): searching a new study tiny-warm-t1" in first.stdout
-    assert f"warm start: trial 0 runs the params of {best} (trial 1 of study 'tiny')" in first.stdout
+    # The new study's baseline runs first (trial 0), the exported config right after it.
+    assert f"warm start: trial 1 runs the params of {best} (trial 1 of study 'tiny')" in first.stdout
     warm = optuna.load_study(study_name="tiny-warm-t1", storage=url)
-    (trial,) = warm.get_trials()
-    assert trial.number == 0 and trial.params == pinned and trial.state.name == "COMPLETE"
+    base, trial = warm.get_trials()
+    assert base.user_attrs["baseline"] and base.state.name == "COMPLETE"
+    assert trial.number == 1 and trial.params == pinned and trial.state.name == "COMPLETE"
     assert trial.user_attrs["enqueued_from"] == f"{best} (trial 1 of study 'tiny')"
     assert len(optuna.load_study(study_name="tiny", storage=url).get_trials()) == 3  # the original: untouched
 
-    again = run_cli("launch", str(best), "--trials", "2", "--storage", url, timeout=600)
+    again = run_cli("launch", str(best), "--trials", "3", "--storage", url, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "[params] not enqueued again: study tiny-warm-t1 exists" in again.stdout
     trials = optuna.load_study(study_name="tiny-warm-t1", storage=url).get_trials()
-    assert len(trials) == 2 and "enqueued_from" not in trials[1].user_attrs
+    assert len(trials) == 3 and "enqueued_from" not in trials[2].user_attrs
 
     spec = write_toml(tmp_path / "tiny.toml", tiny_spec_dict())
-    seeded = run_cli("launch", str(spec), "--name", "seeded", "--enqueue", str(best), "--trials", "1", "--storage", url,
+    seeded = run_cli("launch", str(spec), "--name", "seeded", "--enqueue", str(best), "--trials", "2", "--storage", url,
                      timeout=600)
     assert seeded.returncode == 0, seeded.stdout[-3000:] + seeded.stderr[-3000:]
-    assert optuna.load_study(study_name="seeded", storage=url).get_trials()[0].params == pinned
+    assert optuna.load_study(study_name="seeded", storage=url).get_trials()[1].params == pinned  # after the baseline
