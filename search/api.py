@@ -143,15 +143,17 @@ def _study(study: optuna.Study | str, storage: str | None) -> optuna.Study:
 
 def front(
     study: optuna.Study | str, *, storage: str | None = None, reference: dict[str, float] | None = None,
-    accuracy_within: float = 0.05,
+    accuracy_within: float = 0.05, max_drop: float = 0.01,
 ):
     """The Pareto front of the study's feasible trials (COMPLETE, finite, no constraint
-    violated), its hypervolume, reference point and knee: a `search.pareto.FrontReport`.
-    `study`: an Optuna study or a study name in `storage`; `accuracy_within`: the knee
-    is taken among front trials within this of the best accuracy (0.05 = 5 pp)."""
+    violated), its hypervolume, reference point, baseline and knee: a
+    `search.pareto.FrontReport`. `study`: an Optuna study or a study name in `storage`;
+    the knee is taken among front trials within `max_drop` of the baseline's accuracy
+    (0.01 = 1 pp), or where none is (or without a baseline) within `accuracy_within` of
+    the best accuracy (0.05 = 5 pp)."""
     from search import pareto
 
-    return pareto.report(_study(study, storage), reference, accuracy_within)
+    return pareto.report(_study(study, storage), reference, accuracy_within, max_drop)
 
 
 def export(
@@ -162,20 +164,22 @@ def export(
     pick: str = "knee",
     where: Iterable[str] = (),
     accuracy_within: float = 0.05,
+    max_drop: float = 0.01,
 ) -> Path:
     """Write one front trial as a runnable spec with its params pinned (what `paretune
     train` retrains); returns the path. `pick`: knee, max:NAME, min:NAME or
-    weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'; `accuracy_within`:
-    the knee is taken among front trials within this of the best accuracy."""
+    weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'; `max_drop` and
+    `accuracy_within`: which front trials the knee is taken among (see `front`)."""
     from search import exporter, pareto
     from search.storage import resolve_url
 
     loaded = _study(study, storage)
     rule = pareto.Pick.parse(pick)
     filters = [pareto.Filter.parse(w) for w in where]
-    chosen = pareto.pick(loaded, rule, filters, accuracy_within)
+    choice = pareto.pick_choice(loaded, rule, filters, accuracy_within, max_drop)
+    chosen = choice.trial
     url = resolve_url(storage) if storage or not isinstance(study, optuna.Study) else _storage_url(loaded)
-    how = pareto.pick_words(rule, accuracy_within)
+    how = pareto.pick_words(rule, accuracy_within, choice)
     return exporter.export(loaded, chosen, url, out, pick=how + "".join(f" where {f}" for f in filters))
 
 
