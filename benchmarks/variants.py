@@ -42,7 +42,7 @@ def settings(quick: bool) -> dict:
     return {
         "tasks": {"digits": {"epochs": 30, "seconds": 120}, "glyphs": {"epochs": 12, "seconds": 240}},
         "seeds": [0, 1, 2],
-        "variants": [1, 4],
+        "variants": [1, 4, 8],
     }
 
 
