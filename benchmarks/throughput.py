@@ -78,7 +78,9 @@ def spec_file(task: str, seed: int, size: dict, workdir: Path) -> Path:
         data["model"] = {**data["model"], "factory": f"{example / 'model.py'}:build"}
     data["name"] = f"tp-{task}-{seed}"
     data["seed"] = seed
-    data["budget"] = {**data.get("budget", {}), "trials": BIG, "concurrency": SLOTS, "max_failed_trials": BIG}
+    # One training per trial, as plain Optuna runs it: variants per training have their own benchmark (--only variants).
+    data["budget"] = {**data.get("budget", {}), "trials": BIG, "concurrency": SLOTS, "max_failed_trials": BIG,
+                      "variants_per_training": 1}
     path = workdir / f"{data['name']}.toml"
     path.write_text(dumps(data))
     return path

@@ -86,6 +86,17 @@ def _print_preflight(report) -> None:
         )
 
 
+def _with_baseline(spec, path: Path):
+    """The spec with `--baseline FILE`'s params as its [baseline] params."""
+    from search.spec import Baseline, read_toml
+
+    data = read_toml(path)
+    params = data.get("params", data)
+    if not isinstance(params, dict) or any(isinstance(v, dict) for v in params.values()):
+        raise UsageError(f"{path}: expected a `params` table (or top-level keys) of param values for --baseline")
+    return spec.model_copy(update={"baseline": Baseline(enabled=True, params=params)})
+
+
 def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     """The spec with the command line's budget overrides applied."""
     from search.spec import load
@@ -215,6 +226,11 @@ def launch(
         30.0, "--progress-every", min=1.0, metavar="SECONDS",
         help="Seconds between status lines when the output is not a terminal (CI, Ray Job logs).",
     ),
+    baseline_file: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="FILE",
+        help="A TOML file whose `params` table (or top-level keys) fixes the baseline's params, as [baseline] params "
+        "would: the model as you run it today, trained (or loaded) and measured first.",
+    ),
 ) -> None:
     """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage.
 
@@ -232,6 +248,8 @@ def launch(
     own_seed = warmstart.read(spec_path, only_if_new=True)
     seeds = ([own_seed] if own_seed else []) + [warmstart.read(path, required=True) for path in enqueue or []]
     spec = _study_name(spec, name, own_seed, spec_path)
+    if baseline_file is not None:
+        spec = _with_baseline(spec, baseline_file)
     budget = spec.budget
     checked = {}
 
@@ -613,9 +631,15 @@ def train(
     def on_start(loaded, config, task) -> None:
         exported = loaded.exported
         origin = f"trial {exported['trial']} of study {exported.get('study')!r}" if "trial" in exported else str(loaded.path)
+        if loaded.spec.weights is not None:  # no training from scratch: the weights, then the trial's own steps
+            how = f"from the weights {loaded.spec.weights} (seed {loaded.seed}, fine-tunes up to {loaded.spec.budget.epochs} epochs)"
+        else:
+            how = f"from scratch (seed {loaded.seed}, {loaded.spec.budget.epochs} epochs)"
+            training = exported.get("training_trial")
+            if training is not None and training != exported.get("trial"):
+                how += f", the training of trial {training} then this variant's own steps"
         console.print(
-            f"retraining {origin} from scratch (seed {loaded.seed}, {loaded.spec.budget.epochs} epochs): "
-            f"{_model_words(config, loaded.spec, task.kind)}",
+            f"retraining {origin} {how}: {_model_words(config, loaded.spec, task.kind)}",
             highlight=False,
             soft_wrap=True,
         )

@@ -125,17 +125,26 @@ def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None =
         t for t in trials
         if t.state in FINISHED and not was_interrupted(t) and t.datetime_start and t.datetime_complete
     ]
-    durations = [busy_seconds(t) for t in finished]
     share = sum(t.state == TrialState.COMPLETE for t in finished) / len(finished) if finished else 1.0
-    running = [(now - t.datetime_start).total_seconds() for t in trials if t.state == TrialState.RUNNING and t.datetime_start]
+    # A slot runs a training and its variants together (search.variants): count in
+    # trainings, each worth the study's mean number of trials per training.
+    durations = list({variants.training_of(t): busy_seconds(t) for t in finished}.values())
+    per_training = len(finished) / len(durations) if durations else 1.0
+    running_by_training: dict[int, float] = {}
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.datetime_start:
+            key = variants.training_of(t)
+            running_by_training[key] = max(running_by_training.get(key, 0.0), (now - t.datetime_start).total_seconds())
+    running = list(running_by_training.values())
     needed = budget - counts["COMPLETE"]
+    needed_trainings = math.ceil(needed / per_training - 1e-9) if needed > 0 else needed
     return Snapshot(
         counts=counts,
         best=fronts.best_per_objective(report.feasible, report.objectives),
         front_size=len(report.front),
         feasible=len(report.feasible),
         hypervolume=report.hypervolume if report.front else None,
-        eta=eta_seconds(durations, share, needed, running, slots),
+        eta=eta_seconds(durations, share, needed_trainings, running, slots),
         durations=len(durations),
         pruned=pruned.counts(trials),
         trainings=variants.trainings([t for t in trials if t.state == TrialState.COMPLETE]),

@@ -141,3 +141,37 @@ def test_a_trial_from_weights_starts_from_them_and_trains_no_epoch():
     loaded, _, _ = build_and_train(params, task, spec_w, seed=5, plugins=plugins)
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, state[key]), key  # the loaded model, untouched by any training
+
+
+def test_weights_of_a_built_in_family_fit_its_baseline_model_and_a_misfit_is_refused():
+    from search.data import load_task
+    from search.plugins import Plugins, dimensions, suggest_context
+    from search.spec import ModelSource
+    from search.trial import trial_context
+
+    spec = from_dict(tiny_spec_dict(baseline={"params": {"family": "mlp", "width": 16, "depth": 1}}))
+    task = load_task(spec)
+    params = baseline.params(spec, task.kind)
+    builder = next(d for d in dimensions(None) if d.stage == "build" and d.active(suggest_context(spec, task.kind)))
+    model = builder.apply(None, params, trial_context(params, task, spec, 0, Plugins()))
+    spec_w = spec.model_copy(update={"model": ModelSource(weights="mlp.pt")})
+    weights.check(spec_w, task, Plugins(weights=model.state_dict()))  # fits: no error
+    narrower = from_dict(tiny_spec_dict(baseline={"params": {"family": "mlp", "width": 8, "depth": 1}}))
+    with pytest.raises(UsageError, match=r"^model.weights: mlp.pt does not fit the model built with the baseline params "
+                                         r"\(family=mlp, width=8, .*\): .* in the weights but .* in the model"):
+        weights.check(narrower.model_copy(update={"model": ModelSource(weights="mlp.pt")}), task,
+                      Plugins(weights=model.state_dict()))
+
+
+def test_baseline_file_sets_the_baseline_params(tmp_path):
+    from search.cli import _with_baseline
+
+    spec = from_dict(tiny_spec_dict(baseline={"enabled": False}))
+    (tmp_path / "today.toml").write_text('[params]\nfamily = "mobilenet"\nwidth = 16\n')
+    mine = _with_baseline(spec, tmp_path / "today.toml")
+    assert mine.baseline.enabled and baseline.optuna_params(mine, "image")["family"] == "mobilenet"
+    (tmp_path / "flat.toml").write_text('family = "mlp"\n')
+    assert _with_baseline(spec, tmp_path / "flat.toml").baseline.params == {"family": "mlp"}
+    (tmp_path / "bad.toml").write_text('[space]\n[space.x]\ny = 1\n')
+    with pytest.raises(UsageError, match=r"bad.toml: expected a `params` table"):
+        _with_baseline(spec, tmp_path / "bad.toml")
