@@ -338,7 +338,6 @@ def run_group(
     trained, ctx, active = build_and_train(
         first, task, spec, seed, on_epoch, plugins=plugins, shared=shared, report_epochs=report_epochs
     )
-    trained_state = copy.deepcopy(trained.state_dict())
     results: list[PipelineResult | Exception | None] = []
     for params in members:
         if params is None:
@@ -346,8 +345,7 @@ def run_group(
             continue
         started = time.perf_counter()
         try:
-            model = copy.deepcopy(trained)
-            model.load_state_dict(trained_state)  # untouched by an earlier member's steps
+            model = copy.deepcopy(trained)  # each member's steps act on a copy; `trained` stays as trained
             member = dataclasses.replace(ctx, params=params, info=dict(ctx.info), float_model=None, example=ctx.example.cpu())
             with timing.phase("compress"):
                 torch.manual_seed(seed + 1)
