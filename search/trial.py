@@ -138,6 +138,7 @@ def build_and_train(
         model = build_model(params, ctx, active)
         if plugins.weights is not None:
             weights.apply(model, plugins.weights)
+            ctx.loaded_model = weights.frozen(model).to(ctx.device)
         model = model.to(ctx.device)
         for dimension in active:
             dimension.prepare(model, params, ctx)

@@ -13,6 +13,7 @@ user's code (`Plugins.weights`, through Ray's object store).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -86,9 +87,18 @@ def apply(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     return model
 
 
+def frozen(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with no gradients (the teacher of a distilling trial)."""
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
 def check(spec, task, plugins) -> None:
     """Before Ray starts: the weights fit the model built with the baseline's params,
     or UsageError in one line naming the first mismatched keys or shapes."""
+    # Here, not at the top: search.trial imports this module to load the weights.
     import spaces
     from search import baseline
     from search.plugins import dimensions, suggest_context

@@ -170,6 +170,9 @@ class TrialContext:
     info: dict = field(default_factory=dict)
     float_model: nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # The model as loaded from `[model] weights`, frozen: what a search from trained
+    # weights starts from (distillation's teacher then).
+    loaded_model: nn.Module | None = None
 
     def settings(self, dimension: "Dimension") -> Any:
         """The dimension's validated config section of this spec."""

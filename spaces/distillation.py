@@ -142,11 +142,14 @@ def _trained_here(spec, task, study: StudyContext) -> dict:
 def teacher_for(params: dict, ctx: TrialContext) -> tuple[nn.Module | None, str | None]:
     """The teacher module a trial distills from, and where it came from.
 
-    (None, None) when the trial does not distill. The launcher prepares the teacher
+    (None, None) when the trial does not distill. A search from trained weights
+    distills from the loaded model ("weights"). Otherwise the launcher prepares the teacher
     once per study (`ctx.shared["distillation"]`); without one (a direct pipeline call,
     a retrain) the same teacher is trained here, once per process and spec."""
     if not wanted(params):
         return None, None
+    if ctx.loaded_model is not None:  # a search from trained weights distills from them
+        return ctx.loaded_model, "weights"
     teacher = ctx.shared.get(Distillation.name)
     if teacher is not None:
         return load_teacher(teacher, ctx.task), "study"
@@ -253,6 +256,8 @@ class Distillation(Dimension):
         return params
 
     def prepare_study(self, spec, task, ctx: StudyContext) -> dict | None:
+        if spec.weights is not None:
+            return None  # the model loaded from the weights is the teacher (`teacher_for`)
         return prepare_teacher(spec, task, ctx.train)
 
     def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:

@@ -175,3 +175,26 @@ def test_baseline_file_sets_the_baseline_params(tmp_path):
     (tmp_path / "bad.toml").write_text('[space]\n[space.x]\ny = 1\n')
     with pytest.raises(UsageError, match=r"bad.toml: expected a `params` table"):
         _with_baseline(spec, tmp_path / "bad.toml")
+
+
+def test_a_search_from_weights_distills_from_the_loaded_model():
+    from search.data import load_task
+    from search.plugins import Plugins
+    from search.spec import ModelSource
+    from search.trial import build_and_train
+
+    space = {"architecture": {"families": ["mlp"], "width": [8, 8], "depth": [1, 1]},
+             "distillation": {"enabled": True}}
+    spec = from_dict(tiny_spec_dict(space=space)).model_copy(update={"model": ModelSource(weights="given.pt")})
+    task = load_task(spec)
+    params = baseline.params(spec, task.kind)
+    trained, _, _ = build_and_train(params, task, from_dict(tiny_spec_dict(space=space)), seed=0)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    distilling = {**params, "kd_temperature": 2.0, "kd_alpha": 0.5}
+    _, ctx, _ = build_and_train(distilling, task, spec, seed=1, plugins=Plugins(weights=state))
+    assert ctx.info["teacher_source"] == "weights"  # no teacher trained: the loaded model is it
+    assert all(torch.equal(v, state[k]) for k, v in ctx.loaded_model.state_dict().items())
+    assert not any(p.requires_grad for p in ctx.loaded_model.parameters())
+    from spaces.distillation import Distillation
+
+    assert Distillation().prepare_study(spec, task, None) is None  # the launch trains no teacher either
