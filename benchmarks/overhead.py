@@ -81,14 +81,20 @@ def trivial_trainable(seconds: float, log: Path):
     this package."""
 
     def work(config, task=None, spec=None, shared=None, plugins=None):
+        import json
+
         from ray import tune
 
         started = time.time()
         if seconds:
             time.sleep(seconds)
+        group = config.get("variants") or []  # variants of one training (search.variants): one work, N trials
         with open(log, "a") as handle:
-            handle.write(f"{started} {time.time()}\n")
-        tune.report(dict(RESULT))
+            handle.write(f"{started} {time.time()}\n" * (1 + len(group)))
+        result = dict(RESULT)
+        if group:
+            result["variants"] = json.dumps([{"number": v["number"], **RESULT} for v in group])
+        tune.report(result)
 
     return work
 
@@ -172,6 +178,61 @@ def ray_defaults(trials: int, seconds: float, workdir: Path) -> float:
     return Timing.read(started, ended, workdir / LOG, trials)
 
 
+def _image_spec(trials: int, variants: int):
+    """The digits space (every built-in dimension), random sampler: where variants apply."""
+    from search.spec import from_dict
+
+    return from_dict({
+        "name": "overhead-image", "task": "digits", "sampler": "random",
+        "objectives": {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"},
+        "budget": {"trials": trials, "concurrency": CONCURRENCY, "max_retries": 0, "variants_per_training": variants},
+    })
+
+
+def plain_optuna_image(trials: int, workdir: Path) -> "Timing":
+    import optuna
+
+    from search import storage as storages
+    from search.plugins import suggest_params
+    from search.samplers import make_sampler
+
+    spec = _image_spec(trials, 1)
+    study = optuna.create_study(storage=storages.open_storage(f"sqlite:///{workdir / 'optuna.db'}"),
+                                directions=spec.directions, sampler=make_sampler(spec, 0))
+
+    def objective(trial):
+        suggest_params(trial, spec, "image")
+        log_work(workdir / LOG, time.time())
+        return [RESULT[n] for n in spec.objective_names]
+
+    started = time.time()
+    study.optimize(objective, n_trials=trials, n_jobs=CONCURRENCY)
+    return Timing.read(started, time.time(), workdir / LOG, trials)
+
+
+def paretune_image(trials: int, workdir: Path, variants: int) -> "Timing":
+    from search.data import load_task
+    from search.launcher import open_study, run_trials
+    from search.storage import open_storage
+
+    spec = _image_spec(trials, variants)
+    task = load_task(spec)
+    study, _ = open_study(spec, open_storage(f"sqlite:///{workdir / 'paretune.db'}"), task.kind)
+    started = time.time()
+    searcher = run_trials(spec, task, study, target=trivial_trainable(0.0, workdir / LOG))
+    ended = time.time()
+    if searcher.complete != trials:
+        raise RuntimeError(f"paretune path, {variants} per training: {searcher.complete}/{trials} trials COMPLETE")
+    return Timing.read(started, ended, workdir / LOG, trials)
+
+
+IMAGE_PATHS = {
+    "plain optuna (study.optimize, n_jobs=2 threads)": plain_optuna_image,
+    "paretune launch path, 1 trial per training": lambda n, d: paretune_image(n, d, 1),
+    "paretune launch path, 4 variants per training": lambda n, d: paretune_image(n, d, 4),
+}
+
+
 PATHS = {
     "plain optuna (study.optimize, n_jobs=2 threads)": plain_optuna,
     "paretune launch path (AskTellSearcher + Tuner, reuse_actors=True, loggers off)": paretune_path,
@@ -190,6 +251,7 @@ def run(quick: bool = False) -> list[Table]:
         ray_defaults(2, 0.0, fresh())
         for label, path in PATHS.items():
             timings[label] = (path(n, 0.0, fresh()), path(k, seconds, fresh()))
+        image = {label: path(n, fresh()) for label, path in IMAGE_PATHS.items()}
     floor = timings[next(iter(PATHS))][0].wall / n
     rows = []
     for label, (trivial, long) in timings.items():
@@ -220,5 +282,23 @@ def run(quick: bool = False) -> list[Table]:
                 "a throwaway 2-trial Tune run warms Ray's worker pool first.",
                 "goals for the paretune path: <= 0.15 s per trivial trial, >= 90% utilisation on 5 s trials.",
             ],
-        )
+        ),
+        _image_table(image, n),
     ]
+
+
+def _image_table(image: dict, n: int) -> Table:
+    floor = image[next(iter(IMAGE_PATHS))].wall / n
+    rows = [[label, t.wall / n, t.wall / n / floor, t.running / n, t.startup] for label, t in image.items()]
+    return Table(
+        "overhead",
+        "Orchestration overhead on the digits space, with variants per training",
+        ["path", f"s per trivial trial (N={n})", "× plain optuna", "s per trial once running", "start-up s"],
+        rows,
+        [
+            f"concurrency {CONCURRENCY}; the digits study's space (every built-in dimension, more params to sample than "
+            "the nasbench201 table), random sampler, trivial trials, a fresh SQLite file per path.",
+            "4 variants per training: one Tune trial carries 4 Optuna trials (one trivial work; search.variants), so "
+            "a variant costs its ask and tell but no Ray round trip.",
+        ],
+    )
