@@ -178,9 +178,8 @@ class Run:
 
 def run_one(task_name: str, method: str, seed: int, size: dict, images: Path | None, workdir: Path) -> Run:
     import optuna
-    from optuna.trial import TrialState
 
-    from search import pareto, pruned
+    from search import pareto
     from search import storage as storages
     from search.data import load_task
     from search.launcher import open_study, prepare_study, run_trials
@@ -199,12 +198,23 @@ def run_one(task_name: str, method: str, seed: int, size: dict, images: Path | N
     wall = time.time() - started
     study = optuna.load_study(study_name=spec.name, storage=storage)
     objectives = pareto.objectives_of(study)
-    trials = study.get_trials(deepcopy=False)
-    feasible = pareto.feasible_trials(study)
     run = Run(task_name, method, seed, load, size["seconds"], wall, objectives.names, objectives.directions)
-    for trial in feasible:
+    record(run, study, started)
+    return run
+
+
+def record(run: Run, study, started: float) -> None:
+    """Fill `run` from its finished study: the feasible COMPLETE trials within the
+    budget (seconds from `started`, minimization values), and the counts."""
+    from optuna.trial import TrialState
+
+    from search import pareto, pruned
+
+    objectives = pareto.objectives_of(study)
+    trials = study.get_trials(deepcopy=False)
+    for trial in pareto.feasible_trials(study):
         at = trial.datetime_complete.timestamp() - started
-        if at <= size["seconds"]:  # Tune checks its time budget between events: a trial may end just after
+        if at <= run.budget_s:  # Tune checks its time budget between events: a trial may end just after
             run.done.append((at, np.asarray(trial.values, dtype=float) * objectives.signs))
     run.done.sort(key=lambda item: item[0])
     stages = pruned.counts(trials)
@@ -214,7 +224,6 @@ def run_one(task_name: str, method: str, seed: int, size: dict, images: Path | N
     run.failed = sum(t.state == TrialState.FAIL for t in trials)
     checks = [t.user_attrs["pretrain"]["seconds"] for t in trials if isinstance(t.user_attrs.get("pretrain"), dict)]
     run.check_s = statistics.mean(checks) if checks else 0.0
-    return run
 
 
 class Yardstick:
@@ -366,8 +375,7 @@ def run(quick: bool = False) -> list[Table]:
                     print(f"early_stopping: {task} {method} seed {seed}: {runs[-1].complete} COMPLETE, "
                           f"{runs[-1].at_rung} stopped at a rung, {runs[-1].before_training} before training, "
                           f"load {runs[-1].load}", file=sys.stderr, flush=True)
-                    # The raw run, one JSON line: the tables can be rebuilt from a log (`from_log`).
-                    print("early_stopping raw " + json.dumps(dataclasses.asdict(runs[-1]), default=_plain), file=sys.stderr, flush=True)
+                    print_raw("early_stopping", runs[-1])
     return tables(runs)
 
 
@@ -375,12 +383,23 @@ def _plain(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
+def print_raw(name: str, run: Run) -> None:
+    """The raw run, one JSON line on stderr: the tables can be rebuilt from a log (`read_raw`)."""
+    print(f"{name} raw " + json.dumps(dataclasses.asdict(run), default=_plain), file=sys.stderr, flush=True)
+
+
+def read_raw(path: Path, name: str, kind: type = Run) -> list:
+    """The runs of the `NAME raw` lines a (possibly interrupted) benchmark printed."""
+    runs = []
+    prefix = f"{name} raw "
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(prefix):
+            data = json.loads(line[len(prefix):])
+            data["done"] = [(at, np.asarray(values, dtype=float)) for at, values in data["done"]]
+            runs.append(kind(**data))
+    return runs
+
+
 def from_log(path: Path) -> list[Table]:
     """The tables from the raw lines a (possibly interrupted) run printed."""
-    runs = []
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("early_stopping raw "):
-            data = json.loads(line[len("early_stopping raw "):])
-            data["done"] = [(at, np.asarray(values, dtype=float)) for at, values in data["done"]]
-            runs.append(Run(**data))
-    return tables(runs)
+    return tables(read_raw(path, "early_stopping"))

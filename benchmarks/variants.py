@@ -20,8 +20,6 @@ stderr; `from_log(path)` rebuilds the tables.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -30,11 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import Table
-from benchmarks.early_stopping import REFERENCE, Run, Yardstick, _fmt_time, _median_time, glyph_folder, spec_data
-
+from benchmarks.early_stopping import (REFERENCE, Run, Yardstick, _fmt_time, _median_time, glyph_folder, print_raw,
+                                       read_raw, record, spec_data)
 
 def settings(quick: bool) -> dict:
     if quick:  # the wiring only: small digits models, 20 s per setting
@@ -45,7 +41,6 @@ def settings(quick: bool) -> dict:
         "variants": [1, 4, 8],
     }
 
-
 @dataclass
 class VariantRun(Run):
     variants: int = 1
@@ -53,12 +48,11 @@ class VariantRun(Run):
     front: int = 0
     train_hours: float = 0.0  # trainings × their mean train time
 
-
 def run_one(task_name: str, variants: int, seed: int, size: dict, images: Path | None, workdir: Path) -> VariantRun:
     import optuna
     from optuna.trial import TrialState
 
-    from search import baseline, pareto, pruned
+    from search import baseline, pareto
     from search import storage as storages
     from search import variants as shared
     from search.data import load_task
@@ -83,28 +77,16 @@ def run_one(task_name: str, variants: int, seed: int, size: dict, images: Path |
     wall = time.time() - started
     study = optuna.load_study(study_name=spec.name, storage=storage)
     objectives = pareto.objectives_of(study)
-    trials = study.get_trials(deepcopy=False)
-    feasible = pareto.feasible_trials(study)
     run = VariantRun(task_name, f"{variants} per training", seed, load, size["seconds"], wall, objectives.names,
                      objectives.directions, variants=variants)
-    for trial in feasible:
-        at = trial.datetime_complete.timestamp() - started
-        if at <= size["seconds"]:
-            run.done.append((at, np.asarray(trial.values, dtype=float) * objectives.signs))
-    run.done.sort(key=lambda item: item[0])
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    stages = pruned.counts(trials)
-    run.trials = sum(t.state != TrialState.WAITING for t in trials)
-    run.complete = len(complete)
-    run.before_training, run.at_rung = stages[pruned.BEFORE_TRAINING], stages[pruned.AT_RUNG]
-    run.failed = sum(t.state == TrialState.FAIL for t in trials)
+    record(run, study, started)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     run.trainings = shared.trainings(complete)
-    run.front = len(pareto.pareto_front(feasible, objectives))
+    run.front = len(pareto.pareto_front(pareto.feasible_trials(study), objectives))
     holders = {shared.training_of(t): t for t in complete}
     train_s = [float(t.user_attrs.get("timing", {}).get("phases", {}).get("train", 0.0)) for t in holders.values()]
     run.train_hours = sum(train_s) / 3600
     return run
-
 
 def tables(runs: list[VariantRun]) -> list[Table]:
     out = []
@@ -149,7 +131,6 @@ def tables(runs: list[VariantRun]) -> list[Table]:
         ))
     return out
 
-
 def run(quick: bool = False) -> list[Table]:
     size = settings(quick)
     runs: list[VariantRun] = []
@@ -163,20 +144,9 @@ def run(quick: bool = False) -> list[Table]:
                     r = runs[-1]
                     print(f"variants: {task} {variants}/training seed {seed}: {r.complete} COMPLETE from {r.trainings} "
                           f"trainings, front {r.front}, load {r.load}", file=sys.stderr, flush=True)
-                    print("variants raw " + json.dumps(dataclasses.asdict(r), default=_plain), file=sys.stderr, flush=True)
+                    print_raw("variants", r)
     return tables(runs)
-
-
-def _plain(value):
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
 
 def from_log(path: Path) -> list[Table]:
     """The tables again from the `variants raw` lines of a benchmark log."""
-    runs = []
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("variants raw "):
-            data = json.loads(line[len("variants raw "):])
-            data["done"] = [(at, np.asarray(values, dtype=float)) for at, values in data["done"]]
-            runs.append(VariantRun(**data))
-    return tables(runs)
+    return tables(read_raw(path, "variants", VariantRun))
