@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search import stop_signals, variants
+from search import rung_trust, stop_signals, variants
 from search.baseline import check_max_drop
 from search.baseline import find as find_baseline
 from search.errors import UsageError
@@ -170,6 +170,9 @@ def _print_result(summary, spec, storage: Optional[str], progress) -> None:
     trainings = variants.trainings(complete)
     if trainings < len(complete):
         console.print(f"{variants.count_words(trainings, len(complete), len(report.front))}", highlight=False, soft_wrap=True)
+    rungs = rung_trust.summary(report.trials, progress.study.metric_names)
+    if rungs:
+        console.print(f"early stopping ({spec.stopping}): " + "; ".join(t.describe() for t in rungs), highlight=False, soft_wrap=True)
     if report.knee is not None:
         console.print(
             f"export the knee (trial {report.knee.number}): {export_hint(spec.name, _storage_flag(storage))}",

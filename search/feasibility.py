@@ -62,10 +62,10 @@ def static_objectives(spec: StudySpec) -> list[str]:
 
 def needed(spec: StudySpec, task_kind: str) -> bool:
     """Whether trials measure their untrained final form: for a constraint it can
-    judge, or for MO-ASHA's rung vectors."""
+    judge, or for the rung vectors of early stopping."""
     if task_kind == "table":
         return False
-    return bool(static_constraints(spec)) or (spec.budget.early_stopping == "moasha" and bool(static_objectives(spec)))
+    return bool(static_constraints(spec)) or (spec.stopping != "none" and bool(static_objectives(spec)))
 
 
 def untrained_params(params: dict) -> dict:

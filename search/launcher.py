@@ -205,10 +205,10 @@ def run_trials(
         max_infeasible=budget.max_infeasible_trials,
         pipelined=True,
     )
-    if scheduler is None and budget.early_stopping == "moasha":
+    if scheduler is None and spec.stopping != "none":
         from search.moasha import MOASHAScheduler
 
-        scheduler = lambda searcher: MOASHAScheduler(searcher, spec)  # noqa: E731
+        scheduler = lambda searcher: MOASHAScheduler(searcher, spec, guarded=spec.stopping == "auto")  # noqa: E731
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     runnable = tune.with_resources(
         tune.with_parameters(target or trainable, task=task, spec=spec, shared=shared or {}, plugins=plugins), resources

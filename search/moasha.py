@@ -44,11 +44,11 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search import feasibility, tell
+from search import feasibility, rung_trust, tell
 from search.pareto import nondominated_mask
+from search.rung_trust import RUNG_PREFIX, rung_key  # noqa: F401 - the rung records' names live there
 
 log = logging.getLogger(__name__)
-RUNG_PREFIX = "rung_"
 RANKED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -63,10 +63,6 @@ def milestones(grace_epochs: int, reduction_factor: float, epochs: int) -> list[
         if not rungs or epoch > rungs[-1]:
             rungs.append(epoch)
         k += 1
-
-
-def rung_key(epoch: int) -> str:
-    return f"{RUNG_PREFIX}{epoch}"
 
 
 # --- the promotion rule (pure) --------------------------------------------------------
@@ -169,11 +165,14 @@ def minimized(values: dict[str, float], objectives: dict[str, str]) -> list[floa
     return [values.get(n, math.nan) * (-1.0 if d == "maximize" else 1.0) for n, d in objectives.items()]
 
 
-def recorded(study: optuna.Study, epoch: int, *, exclude: int) -> list[dict[str, float]]:
-    """The vectors recorded at rung `epoch` by the study's ranked trials (every driver's,
-    every run's), trial `exclude` left out; read from the storage."""
+def ranked_trials(study: optuna.Study) -> list:
+    """The study's COMPLETE, PRUNED and RUNNING trials (every driver's, every run's), from the storage."""
     storage, study_id = study._storage, study._study_id
-    trials = tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=RANKED))
+    return tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=RANKED))
+
+
+def recorded(trials: list, epoch: int, *, exclude: int) -> list[dict[str, float]]:
+    """The vectors recorded at rung `epoch` by `trials`, trial `exclude` left out."""
     key = rung_key(epoch)
     out = []
     for trial in trials:
@@ -192,15 +191,20 @@ def describe(values: dict[str, float]) -> str:
 
 class MOASHAScheduler(FIFOScheduler):
     """Ray Tune scheduler of MO-ASHA over an `AskTellSearcher` (which holds the study,
-    the live Optuna trials and stores the outcome)."""
+    the live Optuna trials and stores the outcome). `guarded` (early_stopping = "auto"):
+    a rung judges only once trusted, and the full-fidelity bracket is never judged
+    (search.rung_trust)."""
 
-    def __init__(self, searcher, spec):
+    def __init__(self, searcher, spec, guarded: bool = False):
         super().__init__()
         budget = spec.budget
         self.searcher = searcher
+        self.guarded = guarded
         self.rungs = milestones(budget.grace_epochs, budget.reduction_factor, budget.epochs)
+        self.epochs = budget.epochs
         self.reduction_factor = budget.reduction_factor
         self.objectives = rung_objectives(dict(spec.objectives))
+        self.accuracy_index = list(spec.objective_names).index("accuracy")
         self.decisions = {"promoted": 0, "stopped": 0, "failed": 0}  # this run's, for the summary
 
     def __getstate__(self) -> dict:
@@ -210,19 +214,24 @@ class MOASHAScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         epoch = result.get("epoch")
-        if not isinstance(epoch, (int, float)) or int(epoch) not in self.rungs:
+        if not isinstance(epoch, (int, float)):
             return TrialScheduler.CONTINUE
         epoch = int(epoch)
         live = self.searcher.live.get(trial.trial_id)
+        if self.guarded and epoch == self.epochs and live is not None and "val_accuracy" in result:
+            self.searcher.remember(trial.trial_id, {rung_trust.TRAINED_ATTR: float(result["val_accuracy"])})
+        if epoch not in self.rungs:
+            return TrialScheduler.CONTINUE
         key = rung_key(epoch)
         if live is None or key in self.searcher.pending_attrs(trial.trial_id):
             return TrialScheduler.CONTINUE  # not a trial of this search, or judged at this rung already
         values = rung_values(result, self.objectives)
         try:
-            others = recorded(self.searcher.study, epoch, exclude=live.number)
+            trials = ranked_trials(self.searcher.study)
         except tell.StorageUnavailable as exc:
             log.warning("rung %d of trial %d: storage unreadable (%s); judged on no other trial", epoch, live.number, exc)
-            others = []
+            trials = []
+        others = recorded(trials, epoch, exclude=live.number)
         decision = decide(
             minimized(values, self.objectives), [minimized(o, self.objectives) for o in others], self.reduction_factor
         )
@@ -231,27 +240,44 @@ class MOASHAScheduler(FIFOScheduler):
             self.decisions["failed"] += 1
             self.searcher.stop_as(trial.trial_id, f"non-finite objective at rung epoch {epoch}: {bad}", pruned=False)
             return TrialScheduler.STOP
-        # The baseline is what every trade is stated against: it always trains to the end.
-        is_baseline = bool(live.user_attrs.get(tell.BASELINE_ATTR))
-        record = {
-            "epoch": epoch, "values": values, "promoted": decision.promote or is_baseline,
-            "ahead": decision.ahead, "keep": decision.keep, "of": decision.of,
-        }
+        record = {"epoch": epoch, "values": values, "ahead": decision.ahead, "keep": decision.keep, "of": decision.of}
+        exempt = self._exempt(live, trials, epoch, record)
+        record["promoted"] = decision.promote or exempt
         self.searcher.remember(trial.trial_id, {key: record}, write_now=True)
-        if decision.promote or is_baseline:
+        if decision.promote or exempt:
             self.decisions["promoted"] += 1
             return TrialScheduler.CONTINUE
         self.decisions["stopped"] += 1
         from search.pruned import EPOCH_ATTR
 
         self.searcher.remember(trial.trial_id, {EPOCH_ATTR: epoch})
+        trusted = f"; rung trusted at τ = {record['tau']:.2f} over {record['n']} trials" if self.guarded else ""
         self.searcher.stop_as(
             trial.trial_id,
             f"dominated at rung epoch {epoch}: {decision.ahead} of {decision.of} trials ahead, the rung keeps "
-            f"{decision.keep} ({describe(values)})",
+            f"{decision.keep} ({describe(values)}){trusted}",
             pruned=True,
         )
         return TrialScheduler.STOP
 
+    def _exempt(self, live, trials: list, epoch: int, record: dict) -> bool:
+        """Whether this trial goes on whatever the rung says; notes why in `record`.
+        The baseline is what every trade is stated against: it always trains to the end."""
+        if live.user_attrs.get(tell.BASELINE_ATTR):
+            record["exempt"] = "baseline"
+            return True
+        if not self.guarded:
+            return False
+        if rung_trust.full_bracket(live.number):
+            record["exempt"] = "full bracket"
+            return True
+        trust = rung_trust.trust(trials, epoch, self.accuracy_index)
+        record.update(trust.record())
+        if not trust.trusted:
+            record["exempt"] = "rung not trusted"
+            return True
+        return False
+
     def debug_string(self) -> str:
-        return f"MO-ASHA: rungs at epochs {self.rungs}, keeps 1/{self.reduction_factor:g}"
+        guard = ", trusted rungs only, a full bracket" if self.guarded else ""
+        return f"MO-ASHA: rungs at epochs {self.rungs}, keeps 1/{self.reduction_factor:g}{guard}"

@@ -38,7 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from search import pareto as fronts
-from search import pruned, timing, variants
+from search import pruned, rung_trust, timing, variants
 from search.searcher import INTERRUPTED
 from search.tell import BASELINE_ATTR, FAIL_REASON_ATTR
 
@@ -105,6 +105,7 @@ class Snapshot:
     durations: int = 0  # finished trials the ETA is based on
     pruned: Counter = field(default_factory=Counter)  # PRUNED trials by stage (search.pruned)
     trainings: int = 0  # trainings the COMPLETE trials came from (search.variants)
+    rungs: list = field(default_factory=list)  # each early-stopping rung's trust (search.rung_trust)
 
 
 def busy_seconds(trial: FrozenTrial) -> float:
@@ -148,6 +149,7 @@ def take(study: optuna.Study, budget: int, slots: int, now: dt.datetime | None =
         durations=len(durations),
         pruned=pruned.counts(trials),
         trainings=variants.trainings([t for t in trials if t.state == TrialState.COMPLETE]),
+        rungs=rung_trust.summary(trials, study.metric_names),
     )
 
 
@@ -306,6 +308,8 @@ class SearchProgress:
             text += f"; best {self._best_text(snap, '=')}; front {snap.front_size}, hypervolume {snap.hypervolume:.4g}"
         if snap.trainings and snap.trainings < c["COMPLETE"]:
             text += f"; {variants.count_words(snap.trainings, c['COMPLETE'], snap.front_size)}"
+        if snap.rungs:
+            text += "; " + "; ".join(t.describe() for t in snap.rungs)
         return text
 
     def __rich__(self):
@@ -329,8 +333,10 @@ class SearchProgress:
         if snap.front_size:
             grid.add_row("best", Text(self._best_text(snap, " ")))
             grid.add_row("front", Text(f"{snap.front_size} of {snap.feasible} feasible trials, hypervolume {snap.hypervolume:.4g}"))
-        if snap.trainings and snap.trainings < c["COMPLETE"]:
-            grid.add_row("shared", Text(variants.count_words(snap.trainings, c["COMPLETE"], snap.front_size or None)))
         else:
             grid.add_row("front", Text("no feasible COMPLETE trial yet"))
+        if snap.trainings and snap.trainings < c["COMPLETE"]:
+            grid.add_row("shared", Text(variants.count_words(snap.trainings, c["COMPLETE"], snap.front_size or None)))
+        for trust in snap.rungs:  # early stopping: which rungs may stop trials yet
+            grid.add_row("rungs" if trust is snap.rungs[0] else "", Text(trust.describe(), style=None if trust.trusted else "yellow"))
         return Group(grid)

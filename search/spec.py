@@ -144,8 +144,10 @@ class Budget(Strict):
     epochs: int = Field(default=15, ge=1, le=1000)
     max_failed_trials: int | None = Field(default=None, ge=0)
     max_retries: int = Field(default=1, ge=0)  # Ray FailureConfig(max_failures) for a dead worker
-    # Stop dominated trials at rungs (search.moasha): "none" trains every trial fully.
-    early_stopping: Literal["none", "moasha"] = "none"
+    # Stop dominated trials at rungs (search.moasha): "none" trains every trial fully;
+    # "auto" judges only at rungs the study has shown to rank as the end does, and keeps
+    # a full-fidelity bracket (search.rung_trust); "moasha" trusts every rung.
+    early_stopping: Literal["none", "moasha", "auto"] = "none"
     grace_epochs: int = Field(default=1, ge=1)  # the first rung; later ones are x reduction_factor
     reduction_factor: float = Field(default=3.0, ge=1.5, le=100)  # a rung keeps its top 1/reduction_factor
     # Before training (search.feasibility): a trial whose untrained, compressed model
@@ -288,6 +290,20 @@ class StudySpec(Strict):
     def model_factory(self) -> str | None:
         """The user's model factory reference, if the spec names one."""
         return self.model.factory if self.model is not None else None
+
+    @property
+    def stopping(self) -> str:
+        """The early stopping this search runs: the budget's, but "none" where "auto" has
+        nothing to judge (no accuracy objective, a lookup-table task, trained weights that
+        are only fine-tuned, no rung below `epochs`)."""
+        mode = self.budget.early_stopping
+        nothing_to_judge = (
+            "accuracy" not in self.objectives
+            or self.task == "nasbench201"
+            or self.weights is not None
+            or self.budget.grace_epochs >= self.budget.epochs
+        )
+        return "none" if mode == "auto" and nothing_to_judge else mode
 
     @property
     def weights(self) -> str | None:

@@ -363,11 +363,13 @@ def report_epochs(spec: StudySpec) -> tuple[int, ...]:
     epochs of MO-ASHA, none without early stopping. A report is a round trip to the
     search's event loop (the trial waits for it) and a validation pass; nothing else
     reads per-epoch results."""
-    if spec.budget.early_stopping != "moasha":
+    if spec.stopping == "none":
         return ()
     from search.moasha import milestones
 
-    return tuple(milestones(spec.budget.grace_epochs, spec.budget.reduction_factor, spec.budget.epochs))
+    rungs = milestones(spec.budget.grace_epochs, spec.budget.reduction_factor, spec.budget.epochs)
+    # "auto" also hears the last epoch: the trained accuracy its rungs are trusted on (search.rung_trust).
+    return (*rungs, spec.budget.epochs) if spec.stopping == "auto" else tuple(rungs)
 
 
 def trainable(config: dict, task: Task, spec: StudySpec, shared: dict | None = None, plugins: Plugins | None = None) -> None:
