@@ -19,9 +19,9 @@ from pathlib import Path
 
 from search.errors import UsageError
 
-NAMES = ("overhead", "efficiency", "early_stopping", "variants", "throughput", "stability", "compression", "streaming")
+NAMES = ("overhead", "efficiency", "early_stopping", "variants", "peers", "throughput", "stability", "compression", "streaming")
 # These share one local Ray; the others measure latency and want the node quiet.
-USES_RAY = ("overhead", "efficiency", "early_stopping", "variants")
+USES_RAY = ("overhead", "efficiency", "early_stopping", "variants", "peers")
 DEFAULT_OUT = Path("bench-results")
 
 
