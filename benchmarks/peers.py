@@ -7,8 +7,9 @@ yardstick as the early-stopping benchmark (`benchmarks.early_stopping.Yardstick`
 hypervolume % of the union front of every run on the task, cost objectives as log10;
 seconds to 90% and 95%). The ways:
 
-- plain Optuna: `study.optimize(objective, n_jobs=2, timeout=budget)`, paretune's TPE
-  sampler, the objective calls the trial pipeline in-process; no Ray.
+- plain Optuna: two processes, each `study.optimize(objective, timeout=budget)` on one
+  SQLite study, paretune's TPE settings, the objective calls the trial pipeline
+  in-process; no Ray. (Not `n_jobs=2` threads: see `run_plain_optuna`.)
 - Ray Tune, stock: `OptunaSearch` (multi-objective, TPE) with `ASHAScheduler` on a
   weighted sum (val accuracy − 0.025 × Σ log2 of the costs measured before training,
   as the early-stopping benchmark's scalarized ASHA). Ray hands a stopped trial's last
@@ -169,14 +170,58 @@ def score(val_accuracy: float, costs: dict, spec) -> float:
 
 
 def run_plain_optuna(task_name: str, spec, task, plugins, seconds: float, workdir: Path) -> PeerRun:
+    """Two `study.optimize` processes on one SQLite study (Optuna's way to use two cores
+    for CPU-bound trials). Not `n_jobs=2`: threads share one process, and torch.fx's
+    tracing (static int8) patches `nn.Module.__call__` process-wide, so the other
+    thread's training fails (NameError "module is not installed as a submodule"; 4 of
+    the first trials of a digits run)."""
+    import subprocess
+
     import optuna
 
+    from search.spec import to_toml_dict
+
+    url = f"sqlite:///{workdir / (spec.name + '.db')}"
+    spec_path = workdir / f"{spec.name}.json"
+    spec_path.write_text(json.dumps(to_toml_dict(spec)))
+    optuna.create_study(study_name=spec.name, storage=url, directions=spec.directions)
+    started = time.time()
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "benchmarks.peers", "plain", str(spec_path), url, str(started + seconds),
+                          str(i)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(2)
+    ]
+    for proc in workers:  # a trial running at the deadline may finish; it is not counted
+        try:
+            proc.wait(timeout=seconds + 300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    run = new_run(task_name, spec, "plain Optuna", seconds, time.time() - started)
+    for t in optuna.load_study(study_name=spec.name, storage=url).get_trials(deepcopy=False):
+        run.trials += 1
+        if t.state.name == "COMPLETE":
+            run.complete += 1
+            add_point(run, spec, t.datetime_complete.timestamp() - started, t.values, t.user_attrs["feasible"], low=False)
+        elif t.state.name == "FAIL":
+            run.failed += 1
+    return run
+
+
+def plain_worker(spec_path: str, url: str, deadline: float, worker: int) -> None:
+    """One plain Optuna process: TPE (paretune's settings, its own seed), the trial pipeline as the objective."""
+    import optuna
+
+    from search.data import load_task
+    from search.plugins import resolve
     from search.samplers import make_sampler
+    from search.spec import from_dict
     from search.trial import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=spec.name, storage=f"sqlite:///{workdir / (spec.name + '.db')}",
-                                directions=spec.directions, sampler=make_sampler(spec, spec.seed))
+    spec = from_dict(json.loads(Path(spec_path).read_text()))
+    plugins = resolve(spec)
+    task = load_task(spec, plugins.task)
+    study = optuna.load_study(study_name=spec.name, storage=url, sampler=make_sampler(spec, spec.seed + 1000 * worker))
 
     def objective(trial):
         params = params_from_trial(trial, spec, task, plugins)
@@ -185,17 +230,9 @@ def run_plain_optuna(task_name: str, spec, task, plugins, seconds: float, workdi
         trial.set_user_attr("feasible", feasible(spec, values))
         return measured_values(spec, values)
 
-    started = time.time()
-    study.optimize(objective, n_jobs=2, timeout=seconds, n_trials=spec_trials(spec), catch=(Exception,))
-    run = new_run(task_name, spec, "plain Optuna", seconds, time.time() - started)
-    for t in study.get_trials(deepcopy=False):
-        run.trials += 1
-        if t.state.name == "COMPLETE":
-            run.complete += 1
-            add_point(run, spec, t.datetime_complete.timestamp() - started, t.values, t.user_attrs["feasible"], low=False)
-        elif t.state.name == "FAIL":
-            run.failed += 1
-    return run
+    trials = spec_trials(spec)
+    study.optimize(objective, timeout=max(1.0, deadline - time.time()),
+                   n_trials=None if trials is None else -(-trials // 2), catch=(Exception,))
 
 
 class DefineByRun:
@@ -442,3 +479,7 @@ def run(quick: bool = False) -> list[Table]:
 def from_log(path: Path) -> list[Table]:
     return tables(es.read_raw(Path(path), "peers", PeerRun))
 
+
+if __name__ == "__main__":  # python -m benchmarks.peers plain SPEC_JSON URL DEADLINE WORKER
+    if sys.argv[1] == "plain":
+        plain_worker(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
