@@ -108,7 +108,7 @@ def _spec(trials: int):
             "task": "nasbench201",
             "sampler": "random",
             "objectives": {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"},
-            "budget": {"trials": trials, "concurrency": CONCURRENCY, "max_retries": 0},
+            "budget": {"trials": trials, "concurrency": CONCURRENCY, "max_retries": 0, "early_stopping": "none"},
         }
     )
 
@@ -185,7 +185,8 @@ def _image_spec(trials: int, variants: int):
     return from_dict({
         "name": "overhead-image", "task": "digits", "sampler": "random",
         "objectives": {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"},
-        "budget": {"trials": trials, "concurrency": CONCURRENCY, "max_retries": 0, "variants_per_training": variants},
+        "budget": {"trials": trials, "concurrency": CONCURRENCY, "max_retries": 0, "variants_per_training": variants,
+                   "early_stopping": "none"},
     })
 
 

@@ -78,9 +78,10 @@ def spec_file(task: str, seed: int, size: dict, workdir: Path) -> Path:
         data["model"] = {**data["model"], "factory": f"{example / 'model.py'}:build"}
     data["name"] = f"tp-{task}-{seed}"
     data["seed"] = seed
-    # One training per trial, as plain Optuna runs it: variants per training have their own benchmark (--only variants).
+    # One full training per trial, as plain Optuna runs it: variants per training and
+    # early stopping have their own benchmarks (--only variants, --only peers).
     data["budget"] = {**data.get("budget", {}), "trials": BIG, "concurrency": SLOTS, "max_failed_trials": BIG,
-                      "variants_per_training": 1}
+                      "variants_per_training": 1, "early_stopping": "none"}
     path = workdir / f"{data['name']}.toml"
     path.write_text(dumps(data))
     return path

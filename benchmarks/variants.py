@@ -64,6 +64,7 @@ def run_one(task_name: str, variants: int, seed: int, size: dict, images: Path |
     data["name"] = f"vpt-{task_name}-{variants}-{seed}"
     data["seed"] = seed
     data["budget"]["variants_per_training"] = variants
+    data["budget"]["early_stopping"] = "none"  # variants alone; early stopping is --only peers
     spec = from_dict(data)
     plugins = resolve(spec)
     task = load_task(spec, plugins.task)

@@ -712,7 +712,7 @@ def dashboard(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: small sizes, a few minutes on 2 cores."),
     only: Optional[list[str]] = typer.Option(
-        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, early_stopping, throughput, stability, compression, streaming."
+        None, "--only", help="Run only this benchmark (repeatable): overhead, efficiency, early_stopping, variants, peers, throughput, stability, compression, streaming."
     ),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results.md and results.json."),
 ) -> None:

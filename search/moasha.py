@@ -28,6 +28,12 @@ record there before the trial goes on; a driver resumed after a kill -9 reads th
 tables. FAIL trials are left out (an interrupted trial runs again, under a new number,
 and records again).
 
+`early_stopping = "auto"` runs this scheduler `guarded` (search.rung_trust): a trial of
+the full-fidelity bracket is never stopped, and a rung the study has not yet shown to
+rank as the end does promotes everyone; its record says which (`exempt`) and the τ it
+was judged on (`tau`, `n`, `trusted`). It also records each trial's validation accuracy
+after its last epoch (`trained_accuracy`), the end that trust is measured against.
+
 A stopped trial reaches the searcher's `on_trial_complete` with its last, low-fidelity
 result; the scheduler has told the searcher first (`AskTellSearcher.stop_as`), which
 stores it PRUNED (or FAIL), never COMPLETE.

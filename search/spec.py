@@ -144,10 +144,10 @@ class Budget(Strict):
     epochs: int = Field(default=15, ge=1, le=1000)
     max_failed_trials: int | None = Field(default=None, ge=0)
     max_retries: int = Field(default=1, ge=0)  # Ray FailureConfig(max_failures) for a dead worker
-    # Stop dominated trials at rungs (search.moasha): "none" trains every trial fully;
-    # "auto" judges only at rungs the study has shown to rank as the end does, and keeps
-    # a full-fidelity bracket (search.rung_trust); "moasha" trusts every rung.
-    early_stopping: Literal["none", "moasha", "auto"] = "none"
+    # Stop dominated trials at rungs (search.moasha): "auto" (the default) judges only
+    # at rungs the study has shown to rank as the end does, and keeps a full-fidelity
+    # bracket (search.rung_trust); "moasha" trusts every rung; "none" trains every trial fully.
+    early_stopping: Literal["none", "moasha", "auto"] = "auto"
     grace_epochs: int = Field(default=1, ge=1)  # the first rung; later ones are x reduction_factor
     reduction_factor: float = Field(default=3.0, ge=1.5, le=100)  # a rung keeps its top 1/reduction_factor
     # Before training (search.feasibility): a trial whose untrained, compressed model

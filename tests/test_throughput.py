@@ -128,10 +128,12 @@ def test_reports_and_validation_passes_only_at_the_wanted_epochs(tiny_spec, monk
 def test_a_trial_reports_at_the_rungs_of_mo_asha_and_nowhere_else(tiny_spec):
     from search.trial import report_epochs
 
-    assert report_epochs(tiny_spec(budget={"epochs": 30})) == ()
+    assert report_epochs(tiny_spec(budget={"epochs": 30, "early_stopping": "none"})) == ()
     rungs = report_epochs(tiny_spec(budget={"epochs": 30, "early_stopping": "moasha", "grace_epochs": 1,
                                             "reduction_factor": 3}))
     assert rungs == (1, 3, 9, 27)
+    # "auto" also hears the last epoch: the trained accuracy its rungs are trusted on.
+    assert report_epochs(tiny_spec(budget={"epochs": 30, "early_stopping": "auto"})) == (1, 3, 9, 27, 30)
 
 
 # --- the next trial asked ahead, outcomes stored behind --------------------------------------------
