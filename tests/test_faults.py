@@ -27,7 +27,10 @@ FAST = {"families": ["mlp"], "width": [8, 16], "depth": [1, 2]}
 
 
 def fault_spec(tmp_path: Path, name: str, **budget) -> Path:
-    data = tiny_spec_dict(name=name, budget={"trials": BUDGET, "concurrency": 2, "epochs": 2, **budget})
+    # Early stopping off: these tests count what faults do to trials that run to the end
+    # (a re-run stopped at a trusted rung would be PRUNED, not COMPLETE).
+    data = tiny_spec_dict(name=name, budget={"trials": BUDGET, "concurrency": 2, "epochs": 2, "early_stopping": "none",
+                                             **budget})
     data["space"]["architecture"] = FAST
     return write_toml(tmp_path / f"{name}.toml", data)
 

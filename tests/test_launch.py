@@ -20,7 +20,9 @@ def finished_study(ray_local, tmp_path_factory):
     db = tmp_path_factory.mktemp("e2e") / "paretune.db"
     # Seed 1: the seeded sampler's first configs include trainable ones (with seed 0 every
     # trial of this 2-epoch budget drew a mobilenet without batch norm on low-lr SGD: 10%).
-    spec = from_dict(tiny_spec_dict(name="e2e", seed=1, constraints=["latency_ms <= 50"]))
+    # Early stopping off: these tests read a search whose trials all train to the end
+    # (early_stopping = "auto" has its own, tests/test_rung_trust.py).
+    spec = from_dict(tiny_spec_dict(name="e2e", seed=1, constraints=["latency_ms <= 50"], budget={"early_stopping": "none"}))
     told = []
     summary = launch(spec, storage_url=f"sqlite:///{db}", on_told=told.append)
     return summary, f"sqlite:///{db}", told
