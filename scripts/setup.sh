@@ -25,6 +25,6 @@ step .venv/bin/python -m pip install -q --upgrade pip
 # numpy comes with it: torch imported without numpy warns "Failed to initialize NumPy".
 step .venv/bin/python -m pip install -q "torch==2.13.0" numpy
 step .venv/bin/python -c "import torch"
-step .venv/bin/python -m pip install -q -e ".[test]"
+step .venv/bin/python -m pip install -q -e ".[test,mlflow]"
 .venv/bin/paretune --help >/dev/null
 echo "paretune installed in .venv (pip's output: $LOG)"

@@ -39,6 +39,8 @@ MAX_DROP_HELP = (
     "The knee is taken among front trials whose accuracy is within this of the study's baseline (a fraction: "
     "0.01 = 1 percentage point, INC's and NNCF's default criterion); where none is, --accuracy-within's rule, and the output says so."
 )
+MLFLOW_HELP = ("MLflow tracking URI (http://HOST:5000, sqlite:///mlflow.db, a directory): a run for the study, "
+               "one nested run per trial; overrides [tracking] mlflow. Needs pip install -e \".[mlflow]\".")
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal:///file.log (default: $PARETUNE_STORAGE or sqlite:///paretune.db)."
 
 
@@ -234,6 +236,7 @@ def launch(
         help="A TOML file whose `params` table (or top-level keys) fixes the baseline's params, as [baseline] params "
         "would: the model as you run it today, trained (or loaded) and measured first.",
     ),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP),
 ) -> None:
     """Run (or resume) a search until the spec's budget of COMPLETE trials is in the storage.
 
@@ -253,6 +256,8 @@ def launch(
     spec = _study_name(spec, name, own_seed, spec_path)
     if baseline_file is not None:
         spec = _with_baseline(spec, baseline_file)
+    if mlflow:
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"mlflow": mlflow})})
     budget = spec.budget
     checked = {}
 
@@ -328,6 +333,8 @@ def launch(
             on_notice=lambda text: progress.note(f"[yellow]{escape(text)}[/]"),
         )
     _print_result(summary, spec, storage, progress)
+    if summary.tracking:
+        console.print(escape(summary.tracking), highlight=False, soft_wrap=True)
     if summary.replayed:
         console.print(f"added {summary.replayed} result(s) an earlier run could not store", highlight=False)
     if summary.unsaved:
@@ -582,6 +589,8 @@ def export(
     force: bool = typer.Option(False, "--force", help="Overwrite --out even if it holds another study's or trial's config."),
     accuracy_within: float = typer.Option(0.05, "--accuracy-within", metavar="FRACTION", help=WITHIN_HELP),
     max_drop: float = typer.Option(0.01, "--max-drop", metavar="FRACTION", help=MAX_DROP_HELP),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", metavar="URI", help="Log the config to the trial's MLflow run here (default: where the study was tracked)."),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
     from search import exporter
@@ -619,13 +628,55 @@ def export(
     trade = fronts.trade_words(fronts.study_front(study), chosen, objectives, find_baseline(study.get_trials(deepcopy=False)))
     if trade:
         console.print(f"trade: {trade}", highlight=False, soft_wrap=True)
+    _share(study, chosen.number, [out], resolve_url(storage), mlflow, "export", storage_flag=_storage_flag(storage))
     console.print(f"next: paretune train {out} --out {out.with_name(out.stem + '_model')}/", highlight=False, soft_wrap=True)
+
+
+def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Optional[str], what: str, *,
+           storage_flag: str = "", register: dict | None = None) -> None:
+    """Attach `files` to trial `number` for optuna-dashboard, refresh the study's note, and
+    log them to the trial's MLflow run (`--mlflow`, else where the study was tracked);
+    `register`: {"name", "tags"} of a Model Registry version. A tracking server that is
+    down is a warning: the files are written either way."""
+    from search import dashboard, tracking
+    from search.exporter import recorded_spec
+
+    where = dashboard.attach(study, number, files, storage_url)
+    dashboard.write_note(study, storage_flag)
+    console.print(f"optuna-dashboard: {', '.join(where)} (paretune dashboard {study.study_name}{storage_flag})",
+                  highlight=False, soft_wrap=True)
+    uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)
+    if not uri:
+        return
+    tracking.check_installed()
+    try:
+        experiment = recorded_spec(study).tracking.experiment
+    except UsageError:
+        experiment = None
+    try:
+        if register is None:
+            run_id = tracking.log_export(uri, study, number, files[0], experiment)
+            console.print(f"MLflow: {files[0].name} logged to trial {number}'s run {run_id} at {uri}", highlight=False, soft_wrap=True)
+        else:
+            run_id, version = tracking.log_trained(uri, study, number, files, model_name=register["name"],
+                                                   tags=register["tags"], experiment=experiment)
+            console.print(f"MLflow: the model is in trial {number}'s run {run_id}, registered as "
+                          f"{register['name']!r} version {version} at {uri}", highlight=False, soft_wrap=True)
+    except Exception as exc:  # noqa: BLE001 - the files are written; tracking never fails the command
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        console.print(f"[yellow]MLflow at {escape(uri)} unreachable ({escape(first)}):[/] the {what} is not logged there; "
+                      f"run the command again when it is back", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def train(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="A config written by `paretune export` (spec + pinned params table)."),
     out: Path = typer.Option(..., "--out", help="Directory for the model, its state dict and its model card."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="The study's storage, to attach what ships to its trial (default: the config's [exported] storage)."),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", metavar="URI",
+        help="Log what ships to the trial's MLflow run and register the model (default: the config's [tracking] mlflow)."),
 ) -> None:
     """Retrain an exported config from scratch (recorded seed), measure it on the test split, save the model and a card."""
 
@@ -679,6 +730,35 @@ def train(
         console.print(f"latency of {art['file']} as shipped ({art['runtime']}): {art['latency_ms']:.4g} ms{during}",
                       highlight=False, soft_wrap=True)
     console.print(f"model card: {out / retrainer.CARD_MD} and {out / retrainer.CARD_JSON}", highlight=False, soft_wrap=True)
+    _share_trained(report, config_path, storage, mlflow)
+
+
+def _share_trained(report, config_path: Path, storage: Optional[str], mlflow: Optional[str]) -> None:
+    """What `train` ships, attached to its trial and (with tracking) registered in MLflow."""
+    from search.retrain import load_config
+    from search.storage import load_study
+
+    loaded = load_config(config_path)
+    exported = loaded.exported
+    url = storage or exported.get("storage")
+    if "trial" not in exported or not url:
+        return  # a config not exported from a study: nothing to attach it to
+    if "***" in url:
+        console.print("not attached to the study's trial: its storage URL has a password; give it with --storage",
+                      highlight=False, soft_wrap=True)
+        return
+    try:
+        study = load_study(url, exported["study"])
+    except UsageError as exc:
+        console.print(f"[yellow]not attached to the study's trial:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return
+    tracking = loaded.spec.tracking
+    test_accuracy = report.card["artifact"].get("test_accuracy")
+    tags = {**{k: str(v) for k, v in (exported.get("values") or {}).items()},
+            **({"test_accuracy": str(test_accuracy)} if test_accuracy is not None else {})}
+    register = {"name": tracking.registered_model or exported["study"], "tags": tags}
+    _share(study, int(exported["trial"]), list(report.files), url, mlflow or tracking.mlflow, "model",
+           storage_flag=_storage_flag(storage), register=register)
 
 
 @app.command()
@@ -700,12 +780,52 @@ def dashboard(
             raise UsageError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
     import optuna_dashboard
 
+    from search.dashboard import artifact_store
+    from search.storage import resolve_url
+
+    store = artifact_store(resolve_url(storage))  # exported configs and trained models, attached to their trials
     study_id = study._storage.get_study_id_from_name(name)
     console.print(f"optuna-dashboard: http://127.0.0.1:{port}/dashboard/studies/{study_id} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     try:
-        optuna_dashboard.run_server(study._storage, host="127.0.0.1", port=port)
+        optuna_dashboard.run_server(study._storage, host="127.0.0.1", port=port, artifact_store=store)
     except KeyboardInterrupt:
         console.print("dashboard stopped", highlight=False)
+
+
+@app.command()
+def track(
+    name: str = typer.Argument(..., help="Study name (the spec's `name`)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help="MLflow tracking URI (default: where the study was tracked)."),
+) -> None:
+    """Log a study's finished trials MLflow does not have yet, and its front, to MLflow (a catch-up after an outage)."""
+    from search import tracking
+    from search.exporter import recorded_spec
+    from search.storage import load_study
+
+    study = load_study(storage, name)
+    uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)
+    if not uri:
+        raise UsageError(f"study {name!r} was never tracked: give --mlflow URI")
+    tracking.check_installed()
+    tracking.client_settings()
+    try:
+        experiment = recorded_spec(study).tracking.experiment
+    except UsageError:
+        experiment = None
+    mirror = tracking.Mirror(uri, study, experiment)
+    try:
+        added = mirror.sync()
+        mirror.log_summary()
+    except Exception as exc:  # noqa: BLE001 - one line, not MLflow's traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        err_console.print(f"error: MLflow at {uri} unreachable ({first}); nothing lost: run it again when it is back",
+                          highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if mlflow and study.user_attrs.get(tracking.MLFLOW_ATTR) != mlflow:
+        study.set_user_attr(tracking.MLFLOW_ATTR, mlflow)
+    console.print(f"MLflow: {added} trial run(s) logged now, {len(mirror.trial_runs())} in all; the study's front "
+                  f"updated (experiment {mirror.experiment_name!r} at {uri})", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -165,6 +165,9 @@ def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *
     from search.spec import from_dict
 
     spec = _ordered_spec(study_spec(study))
+    uri = study.user_attrs.get("mlflow")  # where its latest launch tracked it (search.tracking): `train` logs there
+    if uri:
+        spec["tracking"] = {**spec.get("tracking", {}), "mlflow": uri}
     from_dict(spec, source=f"study {study.study_name!r} spec")  # still a valid spec
     objectives = objectives_of(study)
     exported: dict[str, Any] = {

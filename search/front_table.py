@@ -75,17 +75,14 @@ def _layouts(report: FrontReport) -> list[tuple[list[str], str | None]]:
     return layouts
 
 
-def build(report: FrontReport, columns: list[str]) -> Table:
-    """The table with these extra columns (from `_layouts`) after trial and the objectives."""
+def _rows(report: FrontReport, columns: list[str]) -> list[tuple[list[str], bool]]:
+    """Each row's cells (trial, objectives, `columns`) and whether it is the knee."""
     knee = report.knee
     params = _model_columns(report)
-    table = Table("trial", *report.objectives.names, *columns, box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True, show_edge=False)
-    for column in table.columns:
-        column.overflow = "fold"  # narrower than the narrowest layout: wrap, never "…"
     rows = report.rows()
     if report.baseline is not None and all(t.number != report.baseline.number for t in rows):
         rows = rows + [report.baseline]  # the baseline off the front: its row last, to compare with
+    cells = []
     for trial in rows:
         extra = []
         for column in columns:
@@ -97,13 +94,38 @@ def build(report: FrontReport, columns: list[str]) -> Table:
                 extra.append(_cell(report, trial, column))
         is_knee = knee is not None and trial.number == knee.number
         is_baseline = report.baseline is not None and trial.number == report.baseline.number
-        table.add_row(
-            f"{trial.number}{KNEE_MARK if is_knee else ''}{BASELINE_MARK if is_baseline else ''}",
-            *(f"{v:.4g}" for v in trial.values),
-            *extra,
-            style="bold" if is_knee else None,
-        )
+        label = f"{trial.number}{KNEE_MARK if is_knee else ''}{BASELINE_MARK if is_baseline else ''}"
+        cells.append(([label, *(f"{v:.4g}" for v in trial.values), *extra], is_knee))
+    return cells
+
+
+def build(report: FrontReport, columns: list[str]) -> Table:
+    """The table with these extra columns (from `_layouts`) after trial and the objectives."""
+    table = Table("trial", *report.objectives.names, *columns, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True, show_edge=False)
+    for column in table.columns:
+        column.overflow = "fold"  # narrower than the narrowest layout: wrap, never "…"
+    for cells, is_knee in _rows(report, columns):
+        table.add_row(*cells, style="bold" if is_knee else None)
     return table
+
+
+def markdown(report: FrontReport) -> str:
+    """The full table (every column) in Markdown with the knee and baseline lines: the
+    MLflow study run's front.md and the optuna-dashboard note."""
+    if not report.front:
+        return "no feasible COMPLETE trial yet: nothing on the front\n"
+    columns = _layouts(report)[0][0]
+    header = ["trial", *report.objectives.names, *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells, is_knee in _rows(report, columns):
+        cells = [c.replace("|", "\\|").replace("*", "\\*") for c in cells]
+        lines.append("| " + " | ".join(f"**{c}**" if is_knee and c else c for c in cells) + " |")
+    lines += ["", knee_line(report)]
+    line = baseline_line(report)
+    if line:
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def fitted(report: FrontReport, width: int | None) -> tuple[Table, int, str | None]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import baseline, cluster, preflight, pruned, raynoise, stop_signals, tell, variants, weights
+from search import baseline, cluster, dashboard, preflight, pruned, raynoise, stop_signals, tell, tracking, variants, weights
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -66,6 +66,7 @@ class LaunchSummary:
     infeasible_stop: bool = False  # stopped after budget.max_infeasible_trials infeasible trials
     stop_signal: int | None = None  # SIGTERM or SIGHUP, when one stopped the search (search.stop_signals)
     requeued: int = 0  # trials an earlier run stopped short, queued at the start to run again
+    tracking: str = ""  # where the study's MLflow runs are, or why some are not yet (search.tracking)
 
 
 def check_address(address: str | None) -> None:
@@ -277,12 +278,15 @@ def launch(
         weights.check(spec, task, plugins)  # fits the baseline's model, before Ray starts
     if baseline.wanted(spec, task.kind):
         baseline.optuna_params(spec, task.kind, plugins)  # `[baseline] params` fit the space
+    if spec.tracking.mlflow:
+        tracking.check_installed()
     check_address(address)
     driver = DriverLease()  # a bad $PARETUNE_LEASE_S stops here too
     storage = storages.open_storage(storage_url)  # a bad URL stops here, before Ray starts
     storages.serialize_sqlite(storage)  # drivers may share it
     url = storages.resolve_url(storage_url)
     started_ray = init_ray(address)
+    tracker = None
     try:
         # Again now: ray.init put its own SIGTERM handler (sys.exit) in place of ours.
         with stop_signals.caught():
@@ -296,6 +300,9 @@ def launch(
             unsaved = tell.unsaved_path(spec.name, url)
             replayed = tell.replay(study, unsaved)
             requeued = tell.requeue_interrupted(study)  # what the last stop cut short runs first
+            if spec.tracking.mlflow:
+                tracker = start_tracking(study, spec, on_notice)
+                on_told = chained(on_told, tracker.told)
             if on_start is not None:
                 on_start(study, reconciled)
             # Done once here; `tune.with_parameters` ships the results to every worker
@@ -307,7 +314,9 @@ def launch(
                 )
             if searcher.exhausted:
                 settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)
+            dashboard.write_note(study, f" --storage {storages.redact(storage_url)}" if storage_url else "")
     finally:
+        tracked = tracker.stop() if tracker is not None else ""
         driver.stop()
         if started_ray:
             import ray
@@ -333,4 +342,19 @@ def launch(
         infeasible_stop=searcher.infeasible_stop,
         stop_signal=stop_signals.received(),
         requeued=requeued,
+        tracking=tracked,
     )
+
+
+def start_tracking(study: optuna.Study, spec: StudySpec, on_notice: Callable[[str], None] | None) -> tracking.Tracker:
+    """The study's MLflow mirror for this driver; the URI is kept in the study for export and train."""
+    if study.user_attrs.get(tracking.MLFLOW_ATTR) != spec.tracking.mlflow:
+        study.set_user_attr(tracking.MLFLOW_ATTR, spec.tracking.mlflow)
+    say = on_notice or (lambda text: print(text, flush=True))
+    return tracking.Tracker(spec.tracking.mlflow, study, experiment=spec.tracking.experiment, say=say).start()
+
+
+def chained(*calls: Callable | None) -> Callable:
+    """One callback that calls each of `calls` (None skipped) in order."""
+    present = [c for c in calls if c is not None]
+    return lambda *args: [call(*args) for call in present] and None

@@ -193,6 +193,14 @@ class Measure(Strict):
     powercap_root: Path = Path("/sys/class/powercap")
 
 
+class Tracking(Strict):
+    # An MLflow tracking URI (http://HOST:5000, sqlite:///mlflow.db, a directory): one
+    # parent run per study, one nested run per trial (search.tracking); the [mlflow] extra.
+    mlflow: str | None = Field(default=None, min_length=1)
+    experiment: str | None = Field(default=None, min_length=1)  # default: the study's name
+    registered_model: str | None = Field(default=None, min_length=1)  # `paretune train` registers; default: the study's name
+
+
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -240,6 +248,7 @@ class StudySpec(Strict):
     baseline: Baseline = Baseline()
     train: TrainSource = TrainSource()
     space: Space = Space()
+    tracking: Tracking = Tracking()
 
     @field_validator("task")
     @classmethod

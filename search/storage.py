@@ -170,3 +170,22 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: d
     with _create_scoped_session(backend.scoped_session, True) as session:
         for key, value in attrs.items():
             backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+
+def add_finished_trial_system_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value) -> bool:
+    """Add a system attr to a trial even when it is finished: Optuna refuses that (a
+    finished trial is final), but a file exported or trained from a trial afterwards
+    belongs on its page in optuna-dashboard, which reads a trial's artifacts from its
+    system attrs. Only a new key is added (never a value changed); RDB storages only:
+    False elsewhere (a journal replays its log through Optuna's own checks)."""
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, RDBStorage):
+        return False
+    import json
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        session.add(models.TrialSystemAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+    return True

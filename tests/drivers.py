@@ -1,7 +1,7 @@
 """One search driver as its own process, for the many-drivers tests and figures:
 
     python -m tests.drivers --storage URL --name NAME --trials N --concurrency C \
-        --seconds S --log FILE [--address HOST:PORT]
+        --seconds S --log FILE [--address HOST:PORT] [--mlflow URI]
 
 It is `search.launcher.launch` (what `paretune launch` runs: lease, heartbeat, the
 storage's budget, reconciliation) on the nasbench201 task, with trials that take
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--log", required=True)
     parser.add_argument("--address")
+    parser.add_argument("--mlflow", help="MLflow tracking URI: [tracking] mlflow")
     args = parser.parse_args(argv)
     if not args.address:
         from search.cluster import local_only
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = from_dict({
         "name": args.name, "task": "nasbench201", "sampler": "tpe", "objectives": OBJECTIVES,
         "budget": {"trials": args.trials, "concurrency": args.concurrency, "max_retries": 0},
+        **({"tracking": {"mlflow": args.mlflow}} if args.mlflow else {}),
     })
     summary = launch(
         spec, storage_url=args.storage, address=args.address,
