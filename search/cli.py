@@ -643,7 +643,7 @@ def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Opti
 
     where = dashboard.attach(study, number, files, storage_url)
     dashboard.write_note(study, storage_flag)
-    console.print(f"optuna-dashboard: {', '.join(where)} (paretune dashboard {study.study_name}{storage_flag})",
+    console.print(f"optuna-dashboard: {where} (paretune dashboard {study.study_name}{storage_flag})",
                   highlight=False, soft_wrap=True)
     uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)
     if not uri:
@@ -736,7 +736,7 @@ def train(
 def _share_trained(report, config_path: Path, storage: Optional[str], mlflow: Optional[str]) -> None:
     """What `train` ships, attached to its trial and (with tracking) registered in MLflow."""
     from search.retrain import load_config
-    from search.storage import load_study
+    from search.storage import load_study, resolve_url
 
     loaded = load_config(config_path)
     exported = loaded.exported
@@ -758,7 +758,7 @@ def _share_trained(report, config_path: Path, storage: Optional[str], mlflow: Op
             **({"test_accuracy": str(test_accuracy)} if test_accuracy is not None else {})}
     register = {"name": tracking.registered_model or exported["study"], "tags": tags}
     _share(study, int(exported["trial"]), list(report.files), url, mlflow or tracking.mlflow, "model",
-           storage_flag=_storage_flag(storage), register=register)
+           storage_flag=_storage_flag(url if url != resolve_url(None) else None), register=register)
 
 
 @app.command()

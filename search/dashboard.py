@@ -47,10 +47,10 @@ def artifact_store(storage_url: str) -> optuna.artifacts.FileSystemArtifactStore
     return optuna.artifacts.FileSystemArtifactStore(str(path))
 
 
-def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str) -> list[str]:
+def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str) -> str:
     """Upload `files` and attach them to trial `number` (its page in optuna-dashboard);
     where the storage cannot add to a finished trial (a journal file), to the study,
-    named `trial-N-<file>`. Returns where each went, in words."""
+    named `trial-N-<file>`. Returns where they went, in words."""
     import mimetypes
     import uuid
 
@@ -59,7 +59,7 @@ def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str
     store = artifact_store(storage_url)
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    where = []
+    on_trial, on_study = [], []
     for path in map(Path, files):
         artifact_id = str(uuid.uuid4())
         with open(path, "rb") as handle:
@@ -70,12 +70,14 @@ def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str
         meta = {"artifact_id": artifact_id, "filename": path.name, "mimetype": mimetype or "application/octet-stream",
                 "encoding": encoding}
         if add_finished_trial_system_attr(storage, trial_id, ARTIFACT_PREFIX + artifact_id, json.dumps(meta)):
-            where.append(f"trial {number}: {path.name}")
+            on_trial.append(path.name)
         else:
             meta["filename"] = f"trial-{number}-{path.name}"
             storage.set_study_system_attr(study._study_id, ARTIFACT_PREFIX + artifact_id, json.dumps(meta))
-            where.append(f"study: {meta['filename']}")
-    return where
+            on_study.append(meta["filename"])
+    return "; ".join(
+        ([f"{', '.join(on_trial)} attached to trial {number}"] if on_trial else [])
+        + ([f"{', '.join(on_study)} attached to the study (this storage cannot add to a finished trial)"] if on_study else []))
 
 
 def attached(study: optuna.Study, number: int) -> list[dict]:

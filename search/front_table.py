@@ -121,10 +121,10 @@ def markdown(report: FrontReport) -> str:
     for cells, is_knee in _rows(report, columns):
         cells = [c.replace("|", "\\|").replace("*", "\\*") for c in cells]
         lines.append("| " + " | ".join(f"**{c}**" if is_knee and c else c for c in cells) + " |")
-    lines += ["", knee_line(report)]
+    lines += ["", knee_line(report).replace(KNEE_MARK, "\\" + KNEE_MARK, 1)]  # a line, not a list item
     line = baseline_line(report)
     if line:
-        lines.append(line)
+        lines += ["", line]
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,7 @@ RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", Tria
 # While MLflow is down, the tracker tries again this often (seconds; $PARETUNE_TRACKING_RETRY_S).
 RETRY_S = float(os.environ.get("PARETUNE_TRACKING_RETRY_S", "10"))
 REASON_ATTRS = ("prune_reason", "fail_reason")
+NOTE_TAG, NOTE_CHARS = "mlflow.note.content", 8000  # a run's Description in the MLflow UI
 # MLflow's limits: 500-char keys; 6000-char param values; 100 params, 100 tags, 1000 metrics per batch.
 PARAM_CHARS, TAG_CHARS, BATCH = 6000, 5000, 100
 
@@ -247,15 +248,21 @@ class Mirror:
             words = report.to_json(self.study.study_name)["knee_trade"]
             tags += [("paretune.knee", f"trial {knee.number}"), ("paretune.knee_trade", (words or "")[:TAG_CHARS])]
             metrics += [(f"knee_{n}", float(v)) for n, v in zip(report.objectives.names, knee.values)]
+        table = front_table.markdown(report)
+        if len(table) <= NOTE_CHARS:  # the run's Description in the MLflow UI
+            tags.append((NOTE_TAG, table))
         self._batch(parent, metrics=metrics, tags=tags)
         self.client.log_dict(parent, report.to_json(self.study.study_name), "front.json")
-        self.client.log_text(parent, front_table.markdown(report), "front.md")
+        self.client.log_text(parent, table, "front.md")
         if report.history():
             rows = "trial,hypervolume\n" + "".join(f"{n},{hv}\n" for n, hv in report.history())
             self.client.log_text(parent, rows, "hypervolume.csv")
         if len(report.front) and len(report.objectives.names) >= 2:
             with tempfile.TemporaryDirectory() as scratch:
                 self.client.log_artifact(parent, str(plots.plot(report, Path(scratch) / "front.png")))
+        # Finished as of its last trial (a resume logs to it again; MLflow allows that).
+        last = max((t.datetime_complete for t in report.trials if t.datetime_complete), default=None)
+        self.client.set_terminated(parent, "FINISHED", end_time=_ms(last))
 
     def log_files(self, number: int, files: list[Path], artifact_path: str) -> str:
         """Attach files to trial `number`'s run; returns the run id."""
@@ -273,7 +280,8 @@ class Mirror:
         except MlflowException:
             pass  # registered before: a new version of it
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        version = self.client.create_model_version(name, source, run_id=run_id, tags={**tags, TRIAL_TAG: str(number)})
+        version = self.client.create_model_version(name, source, run_id=run_id, tags={**tags, TRIAL_TAG: str(number)},
+                                                   await_creation_for=0)  # files: nothing to wait for, and no log line
         return int(version.version)
 
 

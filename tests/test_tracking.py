@@ -41,6 +41,8 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "a"),
+        # No job runner: it starts 8 more processes (GenAI jobs) that a tracking test never uses.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -214,7 +216,7 @@ def test_export_and_train_log_register_and_attach(server, tmp_path):
     exported = run_cli("export", "tracked-cli", "--storage", url, "--out", str(config), cwd=tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     number = int(exported.stdout.split("exported trial ")[1].split()[0])
-    assert f"optuna-dashboard: trial {number}: best.toml" in exported.stdout
+    assert f"optuna-dashboard: best.toml attached to trial {number}" in exported.stdout
     assert f"MLflow: best.toml logged to trial {number}'s run" in exported.stdout
 
     trained = run_cli("train", str(config), "--out", str(tmp_path / "model"), cwd=tmp_path, timeout=600)
@@ -262,3 +264,20 @@ def test_artifacts_lie_beside_a_file_storage(tmp_path, monkeypatch):
     assert dashboard.artifact_dir(f"{tmp_path}/j.log") == Path(f"{tmp_path}/j.log.artifacts")
     server_dir = dashboard.artifact_dir("postgresql://u:secret@db/x")
     assert server_dir.parent == tmp_path / "home" / "artifacts" and "secret" not in str(server_dir)
+
+
+def test_a_journal_storage_attaches_to_the_study_and_says_so(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    log = tmp_path / "j.log"
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(log))), study_name="j")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    config = tmp_path / "best.toml"
+    config.write_text("x = 0.5\n")
+    where = dashboard.attach(study, 1, [config], str(log))
+    assert where == "trial-1-best.toml attached to the study (this storage cannot add to a finished trial)"
+    metas = optuna.artifacts.get_all_artifact_meta(study)
+    assert [m.filename for m in metas] == ["trial-1-best.toml"]
+    with dashboard.artifact_store(str(log)).open_reader(metas[0].artifact_id) as handle:
+        assert handle.read() == b"x = 0.5\n"
