@@ -6,6 +6,7 @@ line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from collections import Counter
@@ -851,7 +852,18 @@ def bench(
         raise typer.Exit(code)
 
 
+class _PlainLines(logging.Handler):
+    """paretune's own log records (e.g. a storage retry, search.tell) as plain lines on
+    stderr, not in the `WARNING:search.tell:` form a logging setup elsewhere gives them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(record.getMessage(), highlight=False, markup=False, soft_wrap=True)
+
+
 def main() -> None:
+    package = logging.getLogger("search")
+    package.addHandler(_PlainLines(logging.WARNING))
+    package.propagate = False
     try:
         with stop_signals.caught():  # SIGTERM and SIGHUP stop any command as Ctrl-C does
             app()

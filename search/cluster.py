@@ -9,6 +9,11 @@
   search, spaces, objectives), so worker nodes need Ray, torch and the other
   dependencies but not paretune itself, and always run the driver's version of it.
   Inside a Ray Job (`paretune submit`) the job's runtime_env already carries it.
+- A cluster that refuses this driver's token: `ray.init` would retry for ~30 s,
+  printing Ray's InvalidAuthToken warning each time, and end with "Failed to connect".
+  A GCS client fails at once on it instead (`check_token`), so the launch stops in
+  about a second with one line naming where the token came from (Ray's order:
+  RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token).
 - A local Ray is watched by `search.ray_reaper`: if the driver dies without shutting
   it down (kill -9), the processes of its Ray session are ended too.
 - A local Ray's processes run in a process group of their own (`own_process_group`):
@@ -24,6 +29,8 @@ import contextlib
 import os
 import secrets
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from search.errors import UsageError
@@ -61,6 +68,58 @@ def code_runtime_env() -> dict:
     return {"py_modules": [Path(m.__file__).parent.as_posix() for m in (search, spaces, objectives)]}
 
 
+def token_source() -> str:
+    """Where Ray takes this process's token from, in Ray's own order."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or str(TOKEN_PATH)
+
+
+def refused_token_hint(source: str, token_mode: bool) -> str:
+    """What to do about a token the cluster refused (or none sent): where to put the right one."""
+    if not token_mode:
+        return ("the cluster wants a token and none was sent (RAY_AUTH_MODE is not token): "
+                "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file")
+    if source == "RAY_AUTH_TOKEN":
+        return ("the cluster refused the token in RAY_AUTH_TOKEN: set it to the cluster's token, "
+                "or unset it and set RAY_AUTH_TOKEN_PATH to the cluster's token file")
+    return (f"the cluster refused the token in {source}: set RAY_AUTH_TOKEN_PATH to the cluster's token file, "
+            f"or copy it to {TOKEN_PATH}")
+
+
+@contextlib.contextmanager
+def _stderr_dropped() -> Iterator[None]:
+    """Ray's C++ client writes its warnings straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def check_token(address: str) -> None:
+    """A HOST:PORT cluster must accept this driver's token: a GCS client built with it
+    fails at once (AuthenticationError) where `ray.init` retries for ~30 s. Any other
+    failure is left to `ray.init` to report."""
+    if address == "auto" or "://" in address:
+        return
+    import ray
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    from ray._raylet import GcsClient
+
+    try:
+        with _stderr_dropped():
+            GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        raise UsageError(f"--address {address}: {refused_token_hint(token_source(), is_token_auth_enabled())}") from None
+    except Exception:  # noqa: BLE001 - not a token problem: ray.init says what it is
+        return
+
+
 def in_ray_job() -> bool:
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
@@ -82,6 +141,7 @@ def init(address: str | None) -> bool:
         watch_local_ray()
         return True
     runtime_env = None if in_ray_job() else code_runtime_env()
+    check_token(address)
     try:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:

@@ -175,6 +175,7 @@ def run_trials(
     unsaved: Path | None = None,
     scheduler: Callable[[AskTellSearcher], object] | None = None,
     time_budget_s: float | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> AskTellSearcher:
     """`shared`: `prepare_study`'s results; `plugins`: the user's code. `target`:
     another function trainable with `trainable`'s signature (the orchestration
@@ -182,9 +183,11 @@ def run_trials(
     lease, started (`open_study`); without one, a lease for this call alone.
     `scheduler(searcher)`: a Tune scheduler in place of the spec's
     (`budget.early_stopping`), and `time_budget_s`: a wall-clock limit (trials still
-    running then are interrupted); both for the early-stopping benchmark."""
+    running then are interrupted); both for the early-stopping benchmark.
+    `on_notice(text)`: a trial's node or worker lost (search.node_loss)."""
     from ray import tune
 
+    from search import node_loss
     from search.trial import trainable
 
     own_lease = driver is None
@@ -230,14 +233,16 @@ def run_trials(
             storage_path=tune_dir,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=budget.max_retries),
+            callbacks=[node_loss.NodeLoss(on_notice or (lambda text: print(text, flush=True)))],
         ),
     )
-    try:
-        tuner.fit()
-    finally:
-        searcher.interrupted_trials = searcher.close()  # the summary counts them
-        if own_lease:
-            driver.stop()
+    with tell.holding(lambda: searcher.held):
+        try:
+            tuner.fit()
+        finally:
+            searcher.interrupted_trials = searcher.close()  # the summary counts them
+            if own_lease:
+                driver.stop()
     return searcher
 
 
@@ -310,7 +315,8 @@ def launch(
             shared = prepare_study(spec, task, plugins)
             with raynoise.quiet():  # Ray's messages that do not apply (e.g. from Tune's unused experiment state)
                 searcher = run_trials(
-                    spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved
+                    spec, task, study, on_told=on_told, shared=shared, plugins=plugins, target=target, driver=driver, unsaved=unsaved,
+                    on_notice=on_notice,
                 )
             if searcher.exhausted:
                 settle(study, driver.id, on_wait=on_notice, on_reconciled=on_reconciled)

@@ -186,6 +186,9 @@ class AskTellSearcher(Searcher):
         self.pruned = {pruned.BEFORE_TRAINING: 0, pruned.AT_RUNG: 0}  # trials this run stored PRUNED
         self.told = 0  # outcomes this driver stored
         self.unsaved_count = 0  # outcomes that went to the unsaved file
+        # Outcomes handed to `_store` and those it is done with: each counter is written by
+        # one thread only (Tune's loop, the writer), so `held` needs no lock.
+        self._handed = self._settled = 0
         self.live: dict[str, optuna.Trial] = {}
         self.variants: dict[str, list[optuna.Trial]] = {}  # Tune trial id -> the variants sharing its training
         self._waiting_since: float | None = None
@@ -260,6 +263,13 @@ class AskTellSearcher(Searcher):
         self._marks[trial_id] = {"sampled": sampled, "handed": time.time()}
         self._ask_ahead()
         return config
+
+    @property
+    def held(self) -> int:
+        """Finished results this driver holds that the storage does not have: waiting for
+        the writer, or kept in the unsaved file for the next launch (search.tell's retry
+        lines count them)."""
+        return self._handed - self._settled + self.unsaved_count
 
     @property
     def in_flight(self) -> int:
@@ -412,6 +422,7 @@ class AskTellSearcher(Searcher):
             if stop is not None and pruned.EPOCH_ATTR in attrs:  # stopped with its training at that rung
                 extra[pruned.EPOCH_ATTR] = attrs[pruned.EPOCH_ATTR]
             outcomes.append((variant, *self._outcome(own, stop, error, extra)))
+        self._handed += len(outcomes)
         if not self.pipelined:
             self._store(trial_id, outcomes)
             return
@@ -453,7 +464,10 @@ class AskTellSearcher(Searcher):
         then let it go from `live`; on the writer thread when pipelined. Until stored, the
         trials count RUNNING in the storage, so budgets and other drivers see them in flight."""
         for trial, values, attrs, reason, is_pruned in outcomes:
-            stored = tell.record(self.study, trial, values, attrs, reason=reason, pruned=is_pruned, unsaved=self.unsaved)
+            try:
+                stored = tell.record(self.study, trial, values, attrs, reason=reason, pruned=is_pruned, unsaved=self.unsaved)
+            finally:
+                self._settled += 1
             if trial_id in self.variants and trial in self.variants[trial_id]:
                 self.variants[trial_id].remove(trial)
             if stored is None:

@@ -6,6 +6,9 @@
   lease expired and marked it FAIL) keeps its result anyway: the values land in a new
   COMPLETE trial with the same params (user attr `recorded_for` = the first trial's
   number), and the re-run queued for the first trial is withdrawn.
+- Each retry is one line for the user (`retry_line`): why, in a few words, when the next
+  attempt comes, and how many finished results this driver holds that the storage does
+  not have yet (a searcher counts its own: `holding`), none of them lost.
 - A storage that stays unreachable through every retry: the outcome is appended to
   `$PARETUNE_HOME/unsaved/<study>-<storage hash>.jsonl` (default ~/.paretune) and the
   next launch of that study on that storage adds it (`replay`).
@@ -28,8 +31,10 @@ import json
 import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,12 +73,76 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
+# Why a storage call failed, in a few words: (text in the error, what the user reads).
+CAUSES = (
+    ("connection refused", "connection refused"),
+    ("database is locked", "database is locked"),
+    ("server closed the connection", "server closed the connection"),
+    ("terminating connection", "server closed the connection"),
+    ("ssl connection has been closed", "server closed the connection"),
+    ("the database system is starting up", "server starting up"),
+    ("the database system is shutting down", "server shutting down"),
+    ("could not translate host name", "host not found"),
+    ("no route to host", "no route to host"),
+    ("no space left on device", "disk full"),
+    ("timeout", "timeout"),
+    ("timed out", "timeout"),
+)
+
+# Counters of the finished results held by the searchers running in this process.
+_holders: list[Callable[[], int]] = []
+# The last retry line logged and when: calls failing together (a tell, a count, the
+# lease's heartbeat; each on its own thread) say it once in this many seconds.
+_last_said = ["", 0.0]
+_said_lock = threading.Lock()
+SAY_ONCE_S = 5.0
+
+
 def _first_line(exc: BaseException) -> str:
     # StorageInternalError says only "An exception is raised during the commit";
     # the cause (e.g. "database is locked") is what helps.
     cause = exc.__cause__ or exc
     text = str(getattr(cause, "orig", None) or cause).strip()
     return f"{type(cause).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def cause(exc: BaseException) -> str:
+    """Why a storage call failed, as the user would say it (`CAUSES`); else the first
+    line of the error. The driver's own wrappers (Optuna's StorageInternalError,
+    SQLAlchemy's OperationalError) are looked through to the database's message."""
+    inner = exc.__cause__ or exc
+    text = " ".join(str(e) for e in (exc, inner, getattr(inner, "orig", None)) if e is not None)
+    found = next((phrase for needle, phrase in CAUSES if needle in text.lower()), None)
+    return found or _first_line(exc)
+
+
+@contextmanager
+def holding(count: Callable[[], int]) -> Iterator[None]:
+    """While the block runs, `count()` finished results (held by a searcher, not yet in
+    the storage) are added to the count each retry line gives."""
+    _holders.append(count)
+    try:
+        yield
+    finally:
+        _holders.remove(count)
+
+
+def retry_line(exc: BaseException, retry: int, wait_s: float, held: int) -> str:
+    """The line a user reads while a storage call is retried: the cause, when the next
+    attempt comes, and that the results finished meanwhile wait safely (in memory, or
+    in the unsaved file the next launch adds), so none is lost."""
+    kept = f"{held} result{'s' if held != 1 else ''} held, none lost" if held else "no results held"
+    return f"storage unreachable ({cause(exc)}): retry {retry} in {wait_s:g} s; {kept}"
+
+
+def _say(line: str) -> None:
+    """Log `line`, unless the same line was logged less than SAY_ONCE_S ago."""
+    with _said_lock:
+        now = time.monotonic()
+        if line == _last_said[0] and now - _last_said[1] < SAY_ONCE_S:
+            return
+        _last_said[:] = [line, now]
+    log.warning(line)
 
 
 def retrying(call: Callable[[], T]) -> T:
@@ -87,7 +156,7 @@ def retrying(call: Callable[[], T]) -> T:
                 raise
             if wait is None:
                 raise StorageUnavailable(f"{_first_line(exc)} (after {attempt} attempts)") from exc
-            log.warning("storage call failed (%s); retry %d in %.1f s", _first_line(exc), attempt, wait)
+            _say(retry_line(exc, attempt, wait, sum(count() for count in list(_holders))))
             time.sleep(wait)
     raise AssertionError("unreachable")
 
