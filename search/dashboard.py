@@ -99,16 +99,16 @@ def note_text(study: optuna.Study, storage_flag: str = "") -> str:
 
 
 def write_note(study: optuna.Study, storage_flag: str = "") -> bool:
-    """Replace the study's note; False where the front cannot be read (nothing finished yet)."""
+    """Replace the study's note; False where it could not be (nothing finished yet, the storage unreachable)."""
     import warnings
 
     import optuna_dashboard
 
     try:
         text = note_text(study, storage_flag)
-    except Exception:  # noqa: BLE001 - a note is a convenience; the search's outcome is in the storage
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # save_note is marked experimental
+            optuna_dashboard.save_note(study, text)
+    except Exception:  # noqa: BLE001 - a note is a convenience (the next search rewrites it); a storage down now must not fail the search
         return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # save_note is marked experimental
-        optuna_dashboard.save_note(study, text)
     return True

@@ -328,7 +328,7 @@ def launch(
             import ray
 
             ray.shutdown()
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    complete = len(tell.retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
     return LaunchSummary(
         study_name=spec.name,
         storage_url=url,
