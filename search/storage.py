@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -51,16 +52,24 @@ def _with_driver(url: str) -> str:
     return url
 
 
+# What the loser of two processes creating one new database's tables at once is told
+# (SQLite, PostgreSQL).
+CREATE_RACE = ("already exists", "UNIQUE constraint failed: alembic_version", "duplicate key value")
+
+
 def _rdb(url: str, engine_kwargs: dict, create: bool = True) -> RDBStorage:
     """`create=False`: read-only commands never create Optuna's tables."""
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's error types vary by backend
-        # Drivers started together on a new database race to create Optuna's tables;
-        # the loser finds them made: open again, they are there now.
-        if "already exists" not in str(exc):
-            raise
-        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's error types vary by backend
+            # Drivers started together on a new database race to create Optuna's tables
+            # and to stamp their schema version (alembic_version); the loser finds them
+            # made: open again, they are there now.
+            if attempt == 2 or not any(text in str(exc) for text in CREATE_RACE):
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def redact(url: str) -> str:

@@ -114,6 +114,8 @@ class Mirror:
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_name = experiment or study.study_name
         self._experiment_id: str | None = None
+        self._parent: str | None = None
+        self._known: set[int] | None = None  # trial numbers with a run, as of the last full sync and since
 
     # --- finding and creating runs ---------------------------------------------------
 
@@ -205,24 +207,35 @@ class Mirror:
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH], params=params[start:start + BATCH],
                                   tags=tags[start:start + BATCH])
 
-    def sync(self, only: Callable[[FrozenTrial], bool] | None = None) -> int:
-        """Log each finished trial MLflow does not have (those `only` accepts); returns how many."""
-        parent = self.parent_id()
-        logged = self.trial_runs()
+    def sync(self, *, full: bool = True) -> int:
+        """Log each finished trial MLflow does not have; returns how many. `full=False`
+        (a driver between its own trials) trusts what this mirror read and logged before
+        instead of reading every run back: three requests per new trial rather than a
+        search of the whole experiment per trial (a full sync at the start, after an
+        outage and at the end still finds what other drivers did)."""
+        if full or self._known is None:
+            self._parent = self.parent_id()
+            self._known = set(self.trial_runs())
         names = self.study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(self.study.directions))]
         added = 0
         for trial in self.study.get_trials(deepcopy=False, states=FINISHED):
-            if trial.number in logged or (only is not None and not only(trial)):
+            if trial.number in self._known:
                 continue
             params, metrics, tags = trial_record(trial, names)
             run = self.client.create_run(
                 self.experiment_id, start_time=_ms(trial.datetime_start), run_name=f"trial {trial.number}",
-                tags={ROLE_TAG: "trial", STUDY_TAG: self.study.study_name, TRIAL_TAG: str(trial.number), PARENT_TAG: parent},
+                tags={ROLE_TAG: "trial", STUDY_TAG: self.study.study_name, TRIAL_TAG: str(trial.number),
+                      PARENT_TAG: self._parent},
             )
             self._batch(run.info.run_id, params=list(params.items()), metrics=list(metrics.items()), tags=list(tags.items()))
             self.client.set_terminated(run.info.run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete))
+            self._known.add(trial.number)
             added += 1
         return added
+
+    def forget(self) -> None:
+        """The next sync reads every run back (a call failed half-way)."""
+        self._known = None
 
     def log_summary(self) -> None:
         """The parent run's front: table, knee and trade, hypervolume over trials, plot."""
@@ -333,10 +346,11 @@ class Tracker:
     def told(self, trial: FrozenTrial | None = None) -> None:
         self._wake.set()
 
-    def _sync(self) -> bool:
+    def _sync(self, full: bool = False) -> bool:
         try:
-            added = self.mirror.sync()
+            added = self.mirror.sync(full=full or self.down_since is not None)
         except Exception as exc:  # noqa: BLE001 - tracking never breaks the search
+            self.mirror.forget()  # what went through before the failure is read back next time
             if self.down_since is None:
                 self.down_since = time.monotonic()
                 self.say(f"MLflow at {self.uri} unreachable ({_first_line(exc)}): the search goes on; "
@@ -359,7 +373,7 @@ class Tracker:
         self._done.set()
         self._wake.set()
         self._thread.join(timeout)
-        if not self._sync():
+        if not self._sync(full=True):
             return (f"MLflow at {self.uri} still unreachable: trial runs of this study are not all logged yet; "
                     f"the next launch of the study or `paretune track {self.mirror.study.study_name}` logs them")
         try:
