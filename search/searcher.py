@@ -281,8 +281,10 @@ class AskTellSearcher(Searcher):
         of its training (search.variants); (trial, Tune config, when chosen, variants)."""
         trial = self._ask_claimed()
         owners: dict = {}
-        params = suggest_params(trial, self.spec, self.task_kind, self.plugins, baseline=baseline.is_baseline(trial),
-                                owners=owners)
+        # Retried as a whole: a param already stored is read back, not drawn again (Optuna's
+        # suggest returns a trial's existing value), so a storage fault half-way loses nothing.
+        params = tell.retrying(lambda: suggest_params(trial, self.spec, self.task_kind, self.plugins,
+                                                      baseline=baseline.is_baseline(trial), owners=owners))
         seed = self.spec.seed + trial.number
         wanted = 0
         if self.spec.budget.variants_per_training > 1:
@@ -312,7 +314,7 @@ class AskTellSearcher(Searcher):
             variant = tell.retrying(lambda: variants.ask(self.study, fixed))
             if self.driver is not None:
                 tell.retrying(lambda: self.driver.claim(variant))
-            params = suggest_params(variant, self.spec, self.task_kind, self.plugins)
+            params = tell.retrying(lambda: suggest_params(variant, self.spec, self.task_kind, self.plugins))
             tell.retrying(lambda: storages.set_user_attrs(
                 self.study._storage, variant._trial_id, {SEED_ATTR: seed, variants.TRAINING_ATTR: trial.number}))
             group.append((variant, params))
