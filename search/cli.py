@@ -664,8 +664,7 @@ def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Opti
             console.print(f"MLflow: the model is in trial {number}'s run {run_id}, registered as "
                           f"{register['name']!r} version {version} at {uri}", highlight=False, soft_wrap=True)
     except Exception as exc:  # noqa: BLE001 - the files are written; tracking never fails the command
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        console.print(f"[yellow]MLflow at {escape(uri)} unreachable ({escape(first)}):[/] the {what} is not logged there; "
+        console.print(f"[yellow]MLflow at {escape(uri)} unreachable ({escape(tracking.cause(exc))}):[/] the {what} is not logged there; "
                       f"run the command again when it is back", highlight=False, soft_wrap=True)
 
 
@@ -819,8 +818,7 @@ def track(
         added = mirror.sync()
         mirror.log_summary()
     except Exception as exc:  # noqa: BLE001 - one line, not MLflow's traceback
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        err_console.print(f"error: MLflow at {uri} unreachable ({first}); nothing lost: run it again when it is back",
+        err_console.print(f"error: MLflow at {uri} unreachable ({tracking.cause(exc)}); nothing lost: run it again when it is back",
                           highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if mlflow and study.user_attrs.get(tracking.MLFLOW_ATTR) != mlflow:

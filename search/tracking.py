@@ -246,8 +246,10 @@ class Mirror:
 
         parent = self.parent_id()
         report = fronts.report(self.study)
-        counts = {state.name.lower(): len(self.study.get_trials(deepcopy=False, states=(state,))) for state in FINISHED}
-        metrics = [(f"trials_{k}", float(v)) for k, v in counts.items()] + [("front_size", float(len(report.front)))]
+        front_json = report.to_json(self.study.study_name)
+        history = report.history()  # a hypervolume per trial: computed once, used twice
+        metrics = [(f"trials_{state.name.lower()}", float(sum(t.state == state for t in report.trials)))
+                   for state in FINISHED] + [("front_size", float(len(report.front)))]
         tags = []
         if report.reference:
             metrics.append(("front_hypervolume", report.hypervolume))
@@ -255,20 +257,20 @@ class Mirror:
             # every logged step; a step is not rewritten when the reference point moves).
             done = {m.step for m in self.client.get_metric_history(parent, "hypervolume")}
             now = int(time.time() * 1000)
-            metrics += [Metric("hypervolume", hv, now, number) for number, hv in report.history() if number not in done]
+            metrics += [Metric("hypervolume", hv, now, number) for number, hv in history if number not in done]
         knee = report.knee
         if knee is not None:
-            words = report.to_json(self.study.study_name)["knee_trade"]
+            words = front_json["knee_trade"]
             tags += [("paretune.knee", f"trial {knee.number}"), ("paretune.knee_trade", (words or "")[:TAG_CHARS])]
             metrics += [(f"knee_{n}", float(v)) for n, v in zip(report.objectives.names, knee.values)]
         table = front_table.markdown(report)
         if len(table) <= NOTE_CHARS:  # the run's Description in the MLflow UI
             tags.append((NOTE_TAG, table))
         self._batch(parent, metrics=metrics, tags=tags)
-        self.client.log_dict(parent, report.to_json(self.study.study_name), "front.json")
+        self.client.log_dict(parent, front_json, "front.json")
         self.client.log_text(parent, table, "front.md")
-        if report.history():
-            rows = "trial,hypervolume\n" + "".join(f"{n},{hv}\n" for n, hv in report.history())
+        if history:
+            rows = "trial,hypervolume\n" + "".join(f"{n},{hv}\n" for n, hv in history)
             self.client.log_text(parent, rows, "hypervolume.csv")
         if len(report.front) and len(report.objectives.names) >= 2:
             with tempfile.TemporaryDirectory() as scratch:
@@ -305,7 +307,8 @@ CAUSES = (("Connection refused", "connection refused"), ("timed out", "timed out
           ("Connection reset", "connection reset"), ("RemoteDisconnected", "connection closed"))
 
 
-def _first_line(exc: BaseException) -> str:
+def cause(exc: BaseException) -> str:
+    """Why an MLflow call failed, in a few words (`CAUSES`); else the error's first line."""
     text = str(exc).strip()
     for needle, words in CAUSES:
         if needle in text:
@@ -353,7 +356,7 @@ class Tracker:
             self.mirror.forget()  # what went through before the failure is read back next time
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                self.say(f"MLflow at {self.uri} unreachable ({_first_line(exc)}): the search goes on; "
+                self.say(f"MLflow at {self.uri} unreachable ({cause(exc)}): the search goes on; "
                          f"its runs catch up when MLflow is back")
             return False
         self.logged += added
@@ -379,7 +382,7 @@ class Tracker:
         try:
             self.mirror.log_summary()
         except Exception as exc:  # noqa: BLE001 - the trial runs are in; the summary is redone next time
-            return f"MLflow: trial runs logged, the study's front not ({_first_line(exc)})"
+            return f"MLflow: trial runs logged, the study's front not ({cause(exc)})"
         return (f"MLflow: experiment {self.mirror.experiment_name!r} at {self.uri}: the study's run and "
                 f"{len(self.mirror.trial_runs())} trial runs ({self.logged} logged by this driver)")
 
