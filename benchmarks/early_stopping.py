@@ -258,13 +258,13 @@ class Yardstick:
         return out
 
     def hv(self, points) -> float:
-        from search.pareto import _hv
+        from search.dominance import hypervolume  # deferred: imports moocore
 
         points = np.atleast_2d(np.asarray(points, dtype=float))
         if points.size == 0:
             return 0.0
         span = np.where(self.high > self.low, self.high - self.low, 1.0)
-        return _hv((points - self.low) / span, np.full(points.shape[1], REFERENCE))
+        return hypervolume((points - self.low) / span, np.full(points.shape[1], REFERENCE))
 
     def share_at(self, run: Run, seconds: float) -> float:
         if not math.isfinite(self.reference):

@@ -64,10 +64,10 @@ class Yardstick:
         self.true_hv = self.hv(self.front)
 
     def hv(self, points: np.ndarray) -> float:
-        from search.pareto import _hv
+        from search.dominance import hypervolume  # deferred: imports moocore
 
         scaled = (np.asarray(points, dtype=float) - self.low) / (self.high - self.low)
-        return _hv(scaled, np.full(scaled.shape[1], REFERENCE))
+        return hypervolume(scaled, np.full(scaled.shape[1], REFERENCE))
 
     def fraction(self, points: np.ndarray) -> float:
         return self.hv(points) / self.true_hv

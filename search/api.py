@@ -5,7 +5,7 @@ does, with Python objects in and out.
 ```python
 import search
 
-study = search.launch("studies/digits.toml")                       # a spec file
+study = search.launch("studies/digits.toml", verbose=True)         # a spec file; prints as `paretune launch`
 study = search.launch({"name": "mine", "budget": {"trials": 8}},   # or a dict
                       task=make_task, model=build_model, train=fit)
 report = search.front(study)                  # FrontReport: front, hypervolume, reference
@@ -21,21 +21,24 @@ function cannot be found again: pass it once more to `search.train`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import optuna
+from rich.console import Console
 
+from search import exporter, optuna_internals, pareto, raynoise, retrain
 from search.errors import UsageError
+from search.plugins import reference_of, resolve
 from search.spec import StudySpec, from_dict, read_toml, to_toml_dict
+from search.storage import load_study, open_storage, resolve_url
 
 
 def _with_code(data: dict, task, model, train, dimensions) -> dict:
     """Record the callables' references in the spec data (it is what the storage keeps)."""
-    from search.plugins import reference_of
-
     if task is not None:
         data["task"] = {"factory": reference_of(task)}
     if model is not None:
@@ -92,6 +95,7 @@ def launch(
     address: str | None = None,
     drop_unsupported: bool = False,
     on_told: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    verbose: bool | Console = False,
 ) -> optuna.Study:
     """Run (or resume) a search and return its Optuna study.
 
@@ -109,6 +113,12 @@ def launch(
         drop_unsupported: search without the choices the preflight finds unsupported,
             instead of raising.
         on_told: called with each finished trial as it is stored.
+        verbose: print what `paretune launch` prints: the preflight table, the line
+            that starts (or resumes) the study, a line per finished trial and the
+            progress, then what this run stored, the front with its knee and
+            hypervolume, and what to do next (`search.launch_report`). True: on
+            stdout (the preflight's warnings on stderr); a `rich.console.Console`:
+            all of it on that console.
 
     Returns:
         The study (`optuna.Study`) in the storage; `study.best_trials` is its front
@@ -119,25 +129,30 @@ def launch(
             contract, a choice the preflight refused), before Ray starts or anything
             is written.
     """
-    from search import launcher, raynoise
-    from search.plugins import resolve
-    from search.storage import open_storage
+    from search import launcher  # deferred: imports ray
+    from search.launch_report import LaunchReport  # deferred: imports ray
 
     dimensions = list(dimensions)
     checked = as_spec(spec, task=task, model=model, train=train, dimensions=dimensions)
     plugins = resolve(checked, task=task, model=model, train=train, dimensions=dimensions)
-    with raynoise.quiet():  # Ray's messages that do not apply to a paretune search
+    report = None
+    if verbose is not False:
+        console = verbose if isinstance(verbose, Console) else Console()
+        report = LaunchReport(checked, console, console if isinstance(verbose, Console) else Console(stderr=True), storage=storage)
+    callbacks = report.callbacks(on_told) if report is not None else {"on_told": on_told}
+    # Ray's messages that do not apply to a paretune search
+    with raynoise.quiet(on_stop=report.on_stop if report is not None else None), report or contextlib.nullcontext():
         summary = launcher.launch(
-            checked, storage_url=storage, address=address, on_told=on_told, plugins=plugins, drop_unsupported=drop_unsupported
+            checked, storage_url=storage, address=address, plugins=plugins, drop_unsupported=drop_unsupported, **callbacks
         )
+    if report is not None:
+        report.end(summary)  # the study is returned however the search ended
     return optuna.load_study(study_name=summary.study_name, storage=open_storage(storage))
 
 
 def _study(study: optuna.Study | str, storage: str | None) -> optuna.Study:
     if isinstance(study, optuna.Study):
         return study
-    from search.storage import load_study
-
     return load_study(storage, study)
 
 
@@ -151,8 +166,6 @@ def front(
     the knee is taken among front trials within `max_drop` of the baseline's accuracy
     (0.01 = 1 pp), or where none is (or without a baseline) within `accuracy_within` of
     the best accuracy (0.05 = 5 pp)."""
-    from search import pareto
-
     return pareto.report(_study(study, storage), reference, accuracy_within, max_drop)
 
 
@@ -170,9 +183,6 @@ def export(
     train` retrains); returns the path. `pick`: knee, max:NAME, min:NAME or
     weights:a=1,b=0.5; `where`: filters such as 'latency_ms<=1.5'; `max_drop` and
     `accuracy_within`: which front trials the knee is taken among (see `front`)."""
-    from search import exporter, pareto
-    from search.storage import resolve_url
-
     loaded = _study(study, storage)
     rule = pareto.Pick.parse(pick)
     filters = [pareto.Filter.parse(w) for w in where]
@@ -185,7 +195,7 @@ def export(
 
 def _storage_url(study: optuna.Study) -> str:
     """The URL of a study's RDB storage where it has one (to record in an export)."""
-    storage = getattr(study._storage, "_backend", study._storage)  # Optuna caches an RDB storage
+    storage = optuna_internals.backend_of(optuna_internals.storage_of(study))  # Optuna caches an RDB storage
     return str(getattr(storage, "url", None) or type(storage).__name__)
 
 
@@ -203,9 +213,6 @@ def train(
     test split, and write the deployable model and its model card to `out`; returns a
     `search.retrain.RetrainReport` (`.card`, `.files`). The callables replace what the
     config references (needed when the search got a lambda or a local function)."""
-    from search import retrain
-    from search.plugins import resolve
-
     loaded = retrain.load_config(config)
     plugins = resolve(loaded.spec, task=task, model=model, train=train, dimensions=list(dimensions), source=str(loaded.path))
     return retrain.retrain(config, out, on_epoch=on_epoch, plugins=plugins)

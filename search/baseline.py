@@ -16,12 +16,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import spaces
-from search import tell
+from search import outages
 from search.errors import UsageError
+from search.records import BASELINE_ATTR
 from search.plugins import Plugins, dimensions, suggest_context
 from search.spec import StudySpec
 
-ATTR = tell.BASELINE_ATTR
+ATTR = BASELINE_ATTR
 MAX_DROP = 0.01  # the accuracy a pick may give up against the baseline (INC's and NNCF's default criterion)
 
 
@@ -59,7 +60,7 @@ def enqueue(study: optuna.Study, spec: StudySpec, task_kind: str, plugins: Plugi
     if any(t.user_attrs.get(ATTR) for t in study.get_trials(deepcopy=False)):
         return False
     fixed = optuna_params(spec, task_kind, plugins)
-    tell.retrying(lambda: study.enqueue_trial(fixed, user_attrs={ATTR: True}))
+    outages.retrying(lambda: study.enqueue_trial(fixed, user_attrs={ATTR: True}))
     return True
 
 

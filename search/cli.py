@@ -6,9 +6,12 @@ line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
-import signal
+import socket
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -18,9 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search import rung_trust, stop_signals, variants
-from search.baseline import check_max_drop
-from search.baseline import find as find_baseline
+from search import raynoise, stop_signals
+from search.cluster import local_only
 from search.errors import UsageError
 
 app = typer.Typer(
@@ -47,14 +49,14 @@ STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal
 
 def _model_words(params: dict, spec, task_kind: str) -> str:
     """A trial's model in a few words, one per dimension (`cnn/structured 0.42/static`)."""
-    from search.plugins import describe_params
+    from search.plugins import describe_params  # deferred: imports torch
 
     return describe_params(params, spec, task_kind)
 
 
 def _study_words(study, params: dict) -> str:
     """`_model_words` for a trial of a stored study."""
-    from search.exporter import recorded_spec, task_kind_of
+    from search.recorded import recorded_spec, task_kind_of  # deferred: imports torch, optuna
 
     try:
         return _model_words(params, recorded_spec(study), task_kind_of(study))
@@ -62,36 +64,9 @@ def _study_words(study, params: dict) -> str:
         return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _print_preflight(report) -> None:
-    """The preflight's table: each enabled choice, whether it works on the model, why."""
-    if not report.checks:
-        return
-    from rich import box
-
-    console.print(
-        f"preflight on {', '.join(report.models)} ({report.seconds:.1f}s):", highlight=False, soft_wrap=True
-    )
-    table = Table("dimension", "choice", "works", "detail", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for check in report.checks:
-        dropped = any(d.choice == check.choice and d.dimension == check.dimension for d in report.dropped)
-        verdict = "yes" if check.ok else ("[yellow]no: dropped[/]" if dropped else "[red]no[/]")
-        table.add_row(check.dimension, check.choice, verdict, escape(check.detail))
-    table.columns[3].overflow = "fold"  # reasons are long: fold them, never cut them
-    console.print(table)
-    for check in report.dropped:
-        err_console.print(
-            f"warning: searching without {check.key} {check.choice!r}: {check.detail}", highlight=False, markup=False, soft_wrap=True
-        )
-    for key, choice in report.fallbacks:
-        err_console.print(
-            f"warning: {key}: no choice works on this model; searching {choice!r} instead", highlight=False, markup=False,
-            soft_wrap=True,
-        )
-
-
 def _with_baseline(spec, path: Path):
     """The spec with `--baseline FILE`'s params as its [baseline] params."""
-    from search.spec import Baseline, read_toml
+    from search.spec import Baseline, read_toml  # deferred: imports torch
 
     data = read_toml(path)
     params = data.get("params", data)
@@ -102,7 +77,7 @@ def _with_baseline(spec, path: Path):
 
 def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     """The spec with the command line's budget overrides applied."""
-    from search.spec import load
+    from search.spec import load  # deferred: imports torch
 
     spec = load(path)
     budget = spec.budget.model_copy(
@@ -114,8 +89,8 @@ def _load_spec(path: Path, trials: int | None, concurrency: int | None):
 def _study_name(spec, name: str | None, own_seed, spec_path: Path):
     """The study this launch searches: --name, else for an exported config a new one
     (its own name would resume the study it was exported from), else the spec's."""
-    from search import warmstart
-    from search.spec import from_dict, to_toml_dict
+    from search import warmstart  # deferred: imports torch, optuna
+    from search.spec import from_dict, to_toml_dict  # deferred: imports torch
 
     if name is not None:
         return from_dict({**to_toml_dict(spec), "name": name}, source="--name")
@@ -133,80 +108,6 @@ def _study_name(spec, name: str | None, own_seed, spec_path: Path):
 
 def _origin(seed) -> str:
     return f" (trial {seed.origin_trial} of study {seed.origin_study!r})" if seed.origin_trial is not None else ""
-
-
-def _print_result(summary, spec, storage: Optional[str], progress) -> None:
-    """What this run stored, then what the search found: the front with its knee, the
-    hypervolume and the command that exports the knee."""
-    from search import pareto as fronts
-    from search.front_table import export_hint, print_front, print_hypervolume
-    from search.progress import clock
-    from search.storage import redact
-
-    told = progress.told_counts
-    interrupted = summary.interrupted_trials
-    failed = told["FAIL"] + interrupted
-    stored = told["COMPLETE"] + failed + told["PRUNED"]
-    stages = _pruned_stages(summary.pruned_before_training, summary.pruned_at_rung)
-    console.print(
-        f"this run stored {stored} trial{'s' if stored != 1 else ''} in {clock(summary.wall_seconds)}: "
-        f"{told['COMPLETE']} COMPLETE, {failed} FAIL" + (f" ({interrupted} interrupted)" if interrupted else "")
-        + f", {told['PRUNED']} PRUNED" + (f" ({stages})" if stages else "")
-        + (f"; {summary.reconciled} left RUNNING by an earlier run marked FAIL at the start" if summary.reconciled else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
-    if progress.study is None:
-        return
-    if summary.infeasible_stop:
-        _print_infeasible(progress.study, summary, spec)
-    report = fronts.report(progress.study)
-    console.print(
-        f"study [bold]{spec.name}[/]: {summary.complete}/{summary.budget} COMPLETE in {redact(summary.storage_url)}; "
-        f"{len(report.front)} on the Pareto front of {len(report.feasible)} feasible trials",
-        highlight=False,
-        soft_wrap=True,
-    )
-    print_front(console, report)
-    print_hypervolume(console, report)
-    complete = [t for t in report.trials if t.state.name == "COMPLETE"]
-    trainings = variants.trainings(complete)
-    if trainings < len(complete):
-        console.print(f"{variants.count_words(trainings, len(complete), len(report.front))}", highlight=False, soft_wrap=True)
-    rungs = rung_trust.summary(report.trials, progress.study.metric_names)
-    if rungs:
-        console.print(f"early stopping ({spec.stopping}): " + "; ".join(t.describe() for t in rungs), highlight=False, soft_wrap=True)
-    if report.knee is not None:
-        console.print(
-            f"export the knee (trial {report.knee.number}): {export_hint(spec.name, _storage_flag(storage))}",
-            highlight=False,
-            soft_wrap=True,
-        )
-
-
-def _pruned_stages(before: int, at_rung: int) -> str:
-    from collections import Counter
-
-    from search import pruned
-
-    return pruned.describe(Counter({pruned.BEFORE_TRAINING: before, pruned.AT_RUNG: at_rung}))
-
-
-def _print_infeasible(study, summary, spec) -> None:
-    """Why the search stopped early: no config it tried could meet a hard constraint."""
-    from search import feasibility
-
-    closest = feasibility.closest(study.get_trials(deepcopy=False), feasibility.static_constraints(spec))
-    console.print(
-        f"[yellow]stopped after {summary.pruned_before_training} trials infeasible before training[/] "
-        f"(budget.max_infeasible_trials = {spec.budget.max_infeasible_trials or spec.budget.trials}): "
-        + "; ".join(
-            f"{c} not met, the closest measured {c.objective} {value:.3g} (trial {number})" for c, value, number in closest
-        )
-        + ". Loosen the constraint, or search smaller models, quantization or pruning.",
-        highlight=False,
-        soft_wrap=True,
-    )
 
 
 @app.command()
@@ -245,11 +146,9 @@ def launch(
     kind, quantization mode and runtime on it; a choice that cannot work stops the
     launch (exit 2) unless --drop-unsupported."""
     if not address:
-        from search.cluster import local_only
-
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
-    from search import launcher, raynoise, warmstart
-    from search.progress import SearchProgress
+    from search import launcher, warmstart  # deferred: imports torch, ray, optuna
+    from search.launch_report import LaunchReport  # deferred: imports torch, ray, optuna
 
     spec = _load_spec(spec_path, trials, concurrency)
     own_seed = warmstart.read(spec_path, only_if_new=True)
@@ -259,110 +158,17 @@ def launch(
         spec = _with_baseline(spec, baseline_file)
     if mlflow:
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"mlflow": mlflow})})
-    budget = spec.budget
-    checked = {}
-
-    def on_preflight(report) -> None:
-        checked["report"] = report
-        _print_preflight(report)
-
-    def describe(params: dict) -> str:
-        report = checked["report"]
-        return _model_words(params, report.spec, report.task_kind)
-
-    progress = SearchProgress(
-        console, budget=budget.trials, concurrency=budget.concurrency, objectives=spec.objective_names,
-        describe=describe, every_s=progress_every, name=spec.name,
+    report = LaunchReport(
+        spec, console, err_console, storage=storage, every_s=progress_every, resume=resume, spec_path=spec_path,
+        renamed=bool(name or own_seed), own_seed=own_seed,
     )
-
-    def on_start(study, reconciled: int) -> None:
-        from optuna.trial import TrialState
-
-        from search.lease import records
-        from search.tell import RETRY_OF_ATTR
-        from search.warmstart import ENQUEUED_ATTR
-
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        fresh = len(study.get_trials(deepcopy=False)) == len(waiting) and not reconciled
-        verb = "starting" if fresh and not resume else "resuming"
-        others = sum(r.alive() for r in records(study._storage, study._study_id).values()) - 1  # less this one
-        console.print(
-            f"{verb} study [bold]{spec.name}[/] ({', '.join(f'{k} {v[:3]}' for k, v in spec.objectives.items())}) "
-            f"sampler={spec.sampler}: {done}/{budget.trials} COMPLETE"
-            + (f", {others} other driver(s) running" if others > 0 else "")
-            + (f", {reconciled} interrupted trial(s) of stopped drivers marked FAIL" if reconciled else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        rerun = sum(RETRY_OF_ATTR in t.user_attrs for t in waiting)
-        if rerun:
-            console.print(f"{rerun} trial(s) the last stop cut short run again first", highlight=False)
-        for trial in waiting:
-            source = trial.user_attrs.get(ENQUEUED_ATTR)
-            if source:
-                console.print(f"warm start: trial {trial.number} runs the params of {escape(source)}", highlight=False, soft_wrap=True)
-        if own_seed is not None and not any(t.user_attrs.get(ENQUEUED_ATTR) == own_seed.source for t in waiting):
-            console.print(
-                escape(f"{spec_path}: [params] not enqueued again: study {spec.name} exists (it ran them when it was created)"),
-                highlight=False,
-                soft_wrap=True,
-            )
-        if spec.space.distillation.enabled and done < budget.trials:
-            console.print(
-                f"training the distillation teacher once ({spec.space.distillation.teacher_epochs} epochs) ...",
-                highlight=False,
-            )
-        progress.start(study)
-
-    def on_stop() -> None:  # Ctrl-C (or SIGTERM, SIGHUP), in place of Tune's "checkpoint" message
-        signum = stop_signals.received()
-        what = f" on {signal.Signals(signum).name}" if signum is not None else ""
-        again = f"{signal.Signals(signum).name} or Ctrl-C" if signum is not None else "Ctrl-C"
-        console.print(
-            f"[yellow]stopping{what}:[/] trials still running will be stored as FAIL (interrupted); {again} again to stop at once",
-            highlight=False,
-        )
-
-    def on_reconciled(trial, what: str) -> None:
-        progress.note(f"[yellow]trial {trial.number:>4} FAIL[/] {escape(what)}")
-
-    with raynoise.quiet(on_stop=on_stop), progress:
+    with raynoise.quiet(on_stop=report.on_stop), report:
         summary = launcher.launch(
-            spec, storage_url=storage, address=address, on_start=on_start, on_told=progress.told, enqueue=seeds,
-            drop_unsupported=drop_unsupported, on_preflight=on_preflight, on_reconciled=on_reconciled,
-            on_notice=lambda text: progress.note(f"[yellow]{escape(text)}[/]"),
+            spec, storage_url=storage, address=address, enqueue=seeds, drop_unsupported=drop_unsupported, **report.callbacks()
         )
-    _print_result(summary, spec, storage, progress)
-    if summary.tracking:
-        console.print(escape(summary.tracking), highlight=False, soft_wrap=True)
-    if summary.replayed:
-        console.print(f"added {summary.replayed} result(s) an earlier run could not store", highlight=False)
-    if summary.unsaved:
-        console.print(
-            f"[red]the storage did not take {summary.unsaved} result(s):[/] kept in {summary.unsaved_path}; "
-            f"the next `paretune launch {spec_path}{_storage_flag(storage)}` adds them",
-            highlight=False, soft_wrap=True,
-        )
-        raise typer.Exit(1)
-    resume_hint = f"paretune launch {spec_path}" + (f" --name {spec.name}" if name or own_seed else "") + _storage_flag(storage)
-    if summary.interrupted:
-        console.print(
-            f"[yellow]search stopped before its budget ({summary.complete}/{summary.budget} COMPLETE); resume with:[/] {escape(resume_hint)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(stop_signals.exit_code())  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
-    if summary.complete < summary.budget and summary.infeasible_stop:
-        return  # a finding, not a failure: no config tried meets the constraints (printed above)
-    if summary.complete < summary.budget:
-        console.print(
-            f"[red]stopped after {summary.failed_this_run} failed trials[/] (budget.max_failed_trials); "
-            f"see reasons with: paretune status {spec.name}{_storage_flag(storage)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1)
+    code = report.end(summary)  # what this run stored, the front, what to do next
+    if code:
+        raise typer.Exit(code)
 
 
 JOB_ADDRESS_HELP = "The Ray head's dashboard URL, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
@@ -381,8 +187,8 @@ def submit(
     wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the job's log until it ends; exit 0 only if it succeeded."),
 ) -> None:
     """Run the search as a Ray Job on the cluster's head node; prints the job id."""
-    from search import jobs
-    from search.storage import redact
+    from search import jobs  # deferred: imports torch
+    from search.storage import redact  # deferred: imports optuna
 
     spec = _load_spec(spec_path, trials, concurrency)
     job_id = jobs.submit(spec, address, storage)
@@ -403,9 +209,7 @@ def submit(
 
 
 def _print_jobs(address: str, name: str) -> None:
-    import datetime as dt
-
-    from search import jobs
+    from search import jobs  # deferred: imports torch
 
     rows = jobs.jobs_for(address, name)
     if not rows:
@@ -430,7 +234,7 @@ def status(
     ),
 ) -> None:
     """Trial counts by state and the best value of each objective so far (and, with --address, the study's Ray jobs)."""
-    from search.storage import load_study
+    from search.storage import load_study  # deferred: imports optuna
 
     if address:
         _print_jobs(address, name)
@@ -441,9 +245,9 @@ def status(
             return
     else:
         study = load_study(storage, name)
-    from search import pareto as fronts
+    from search import pareto as fronts  # deferred: imports torch, optuna
 
-    from search import pruned
+    from search import pruned  # deferred: imports optuna
 
     report = fronts.report(study)
     counts = Counter(t.state.name for t in report.trials)
@@ -480,10 +284,8 @@ def _ago(seconds: float) -> str:
 @app.command()
 def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """Every study in the storage: objectives, trials by state, live drivers (host, pid, heartbeat age), last activity."""
-    import time
-
-    from search import studies as overview
-    from search.storage import open_storage, redact, resolve_url
+    from search import studies as overview  # deferred: imports optuna
+    from search.storage import open_storage, redact, resolve_url  # deferred: imports optuna
 
     now = time.time()
     rows = overview.overview(open_storage(storage), now)
@@ -505,7 +307,7 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
 
 def _storage_flag(storage: Optional[str]) -> str:
     """The --storage part of a printed command; a password in the URL shows as ***."""
-    from search.storage import redact
+    from search.storage import redact  # deferred: imports optuna
 
     return f" --storage {redact(storage)}" if storage else ""
 
@@ -530,14 +332,13 @@ def front(
     max_drop: float = typer.Option(0.01, "--max-drop", metavar="FRACTION", help=MAX_DROP_HELP),
 ) -> None:
     """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, the baseline, and plots."""
-    import json
-
-    from search import pareto as fronts
-    from search.front_table import export_hint, print_front, print_hypervolume
-    from search.storage import load_study
+    from search import pareto as fronts  # deferred: imports torch, optuna
+    from search.baseline import check_max_drop  # deferred: imports torch, optuna
+    from search.front_table import export_hint, print_front, print_hypervolume  # deferred: imports torch, optuna
+    from search.storage import load_study  # deferred: imports optuna
 
     if plot is not None:
-        from search.plots import check_path
+        from search.plots import check_path  # deferred: imports torch, optuna
 
         check_path(plot)
     given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
@@ -549,7 +350,7 @@ def front(
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
     else:
-        from search import pruned
+        from search import pruned  # deferred: imports optuna
 
         excluded = report.excluded()
         stages = pruned.describe(pruned.counts(report.trials))
@@ -567,7 +368,7 @@ def front(
         if report.knee is not None:
             console.print(f"next: {export_hint(name, _storage_flag(storage))}", highlight=False, soft_wrap=True)
     if plot is not None:
-        from search.plots import plot as draw
+        from search.plots import plot as draw  # deferred: imports torch, optuna
 
         draw(report, plot, title=f"study {name}: {len(report.front)} on the front of {len(report.feasible)} feasible trials, "
              f"hypervolume {report.hypervolume:.4g}")
@@ -594,9 +395,11 @@ def export(
         None, "--mlflow", metavar="URI", help="Log the config to the trial's MLflow run here (default: where the study was tracked)."),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
-    from search import exporter
-    from search import pareto as fronts
-    from search.storage import load_study, resolve_url
+    from search import exporter  # deferred: imports torch, optuna
+    from search import pareto as fronts  # deferred: imports torch, optuna
+    from search.baseline import check_max_drop  # deferred: imports torch, optuna
+    from search.baseline import find as find_baseline  # deferred: imports torch, optuna
+    from search.storage import load_study, resolve_url  # deferred: imports optuna
 
     out = out if out is not None else Path(f"{name}-best.toml")
     rule = fronts.Pick.parse(pick)
@@ -639,8 +442,8 @@ def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Opti
     log them to the trial's MLflow run (`--mlflow`, else where the study was tracked);
     `register`: {"name", "tags"} of a Model Registry version. A tracking server that is
     down is a warning: the files are written either way."""
-    from search import dashboard, tracking
-    from search.exporter import recorded_spec
+    from search import dashboard, tracking  # deferred: imports torch, optuna
+    from search.recorded import recorded_spec  # deferred: imports torch, optuna
 
     where = dashboard.attach(study, number, files, storage_url)
     dashboard.write_note(study, storage_flag)
@@ -680,7 +483,7 @@ def train(
 ) -> None:
     """Retrain an exported config from scratch (recorded seed), measure it on the test split, save the model and a card."""
 
-    from search import retrain as retrainer
+    from search import retrain as retrainer  # deferred: imports torch
 
     def on_start(loaded, config, task) -> None:
         exported = loaded.exported
@@ -735,8 +538,8 @@ def train(
 
 def _share_trained(report, config_path: Path, storage: Optional[str], mlflow: Optional[str]) -> None:
     """What `train` ships, attached to its trial and (with tracking) registered in MLflow."""
-    from search.retrain import load_config
-    from search.storage import load_study, resolve_url
+    from search.retrain import load_config  # deferred: imports torch
+    from search.storage import load_study, resolve_url  # deferred: imports optuna
 
     loaded = load_config(config_path)
     exported = loaded.exported
@@ -768,9 +571,7 @@ def dashboard(
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
 ) -> None:
     """Serve optuna-dashboard for the storage on 127.0.0.1 (local only; use an SSH tunnel from elsewhere)."""
-    import socket
-
-    from search.storage import load_study
+    from search.storage import load_study  # deferred: imports optuna
 
     study = load_study(storage, name)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -778,16 +579,17 @@ def dashboard(
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise UsageError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
-    import optuna_dashboard
+    import optuna_dashboard  # deferred: imports optuna, pandas, sklearn
 
-    from search.dashboard import artifact_store
-    from search.storage import resolve_url
+    from search import optuna_internals  # deferred: imports optuna
+    from search.dashboard import artifact_store  # deferred: imports torch, optuna
+    from search.storage import resolve_url  # deferred: imports optuna
 
     store = artifact_store(resolve_url(storage))  # exported configs and trained models, attached to their trials
-    study_id = study._storage.get_study_id_from_name(name)
+    study_id = optuna_internals.study_id(study)
     console.print(f"optuna-dashboard: http://127.0.0.1:{port}/dashboard/studies/{study_id} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     try:
-        optuna_dashboard.run_server(study._storage, host="127.0.0.1", port=port, artifact_store=store)
+        optuna_dashboard.run_server(optuna_internals.storage_of(study), host="127.0.0.1", port=port, artifact_store=store)
     except KeyboardInterrupt:
         console.print("dashboard stopped", highlight=False)
 
@@ -799,9 +601,9 @@ def track(
     mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help="MLflow tracking URI (default: where the study was tracked)."),
 ) -> None:
     """Log a study's finished trials MLflow does not have yet, and its front, to MLflow (a catch-up after an outage)."""
-    from search import tracking
-    from search.exporter import recorded_spec
-    from search.storage import load_study
+    from search import tracking  # deferred: imports optuna
+    from search.recorded import recorded_spec  # deferred: imports torch, optuna
+    from search.storage import load_study  # deferred: imports optuna
 
     study = load_study(storage, name)
     uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)
@@ -842,7 +644,7 @@ def bench(
         raise UsageError(f"bench: no benchmarks/ in {root}; run it from a source checkout")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from benchmarks import run as runner
+    from benchmarks import run as runner  # local: benchmarks/ is importable once on sys.path (above)
 
     argv = (["--quick"] if quick else []) + [a for name in only or [] for a in ("--only", name)] + ["--out", str(out)]
     code = runner.main(argv)

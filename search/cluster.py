@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import subprocess
@@ -33,6 +34,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from search import ray_reaper
 from search.errors import UsageError
 
 # Ray reads these when it is imported; on Linux, "cluster support off" makes a Ray
@@ -61,11 +63,9 @@ def ensure_private_token(path: Path = TOKEN_PATH) -> None:
 
 def code_runtime_env() -> dict:
     """The runtime_env that ships this checkout's packages to every worker."""
-    import objectives
-    import search
-    import spaces
-
-    return {"py_modules": [Path(m.__file__).parent.as_posix() for m in (search, spaces, objectives)]}
+    # find_spec locates each package without importing it (spaces would import torch).
+    folders = [importlib.util.find_spec(name).submodule_search_locations[0] for name in ("search", "spaces", "objectives")]
+    return {"py_modules": [Path(folder).as_posix() for folder in folders]}
 
 
 def token_source() -> str:
@@ -189,8 +189,6 @@ def own_process_group():
 def watch_local_ray() -> None:
     """Make sure the local Ray this driver started does not outlive it (search.ray_reaper)."""
     import ray
-
-    from search import ray_reaper
 
     node = ray._private.worker._global_node
     # Only a Ray this process started (ray.init may instead join one named by

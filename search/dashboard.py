@@ -19,13 +19,10 @@ from pathlib import Path
 import optuna
 from sqlalchemy.engine import make_url
 
-from search import front_table
+from search import front_table, optuna_internals
 from search import pareto as fronts
-
-# How Optuna's upload_artifact (and optuna-dashboard, reading them) keys an artifact's
-# metadata among a trial's or study's system attrs: a JSON string.
-ARTIFACT_PREFIX = "artifacts:"
-
+from search.storage import add_finished_trial_system_attr
+from search.records import ARTIFACT_PREFIX  # how Optuna keys an artifact's metadata among system attrs
 
 
 def artifact_dir(storage_url: str) -> Path:
@@ -54,11 +51,9 @@ def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str
     import mimetypes
     import uuid
 
-    from search.storage import add_finished_trial_system_attr
-
     store = artifact_store(storage_url)
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage, study_id = optuna_internals.storage_of(study), optuna_internals.study_id(study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     on_trial, on_study = [], []
     for path in map(Path, files):
         artifact_id = str(uuid.uuid4())
@@ -73,7 +68,7 @@ def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str
             on_trial.append(path.name)
         else:
             meta["filename"] = f"trial-{number}-{path.name}"
-            storage.set_study_system_attr(study._study_id, ARTIFACT_PREFIX + artifact_id, json.dumps(meta))
+            storage.set_study_system_attr(study_id, ARTIFACT_PREFIX + artifact_id, json.dumps(meta))
             on_study.append(meta["filename"])
     return "; ".join(
         ([f"{', '.join(on_trial)} attached to trial {number}"] if on_trial else [])
@@ -82,8 +77,9 @@ def attach(study: optuna.Study, number: int, files: list[Path], storage_url: str
 
 def attached(study: optuna.Study, number: int) -> list[dict]:
     """The artifacts attached to trial `number` (read fresh from the storage)."""
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    attrs = study._storage.get_trial_system_attrs(trial_id)
+    storage = optuna_internals.storage_of(study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(optuna_internals.study_id(study), number)
+    attrs = storage.get_trial_system_attrs(trial_id)
     return [json.loads(v) for k, v in attrs.items() if k.startswith(ARTIFACT_PREFIX)]
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,118 +25,17 @@ from search.baseline import find as find_baseline
 from search.errors import UsageError
 from search.metrics import keys as metric_keys
 from search.storage import redact
-from search.tell import BASELINE_ATTR, CONSTRAINTS_ATTR
+from search.plugins import suggest_params
+from search.recorded import objectives_of, study_spec, task_kind_of
+from search.records import BASELINE_ATTR, CONSTRAINTS_ATTR, TRAINING_ATTR
+from search.spec import from_dict
+from search.toml_text import dumps
 from search.trade import trade_sentence
-from search.variants import TRAINING_ATTR
 
 # Top-level spec keys first, then its tables, in the order a hand-written spec has them.
 SPEC_ORDER = ("name", "task", "seed", "sampler", "constraints", "objectives", "model", "train", "budget", "resources", "measure", "space")
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-# --- a small TOML writer (strings, numbers, booleans, arrays, nested tables) ---------
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
-
-
-def _string(value: str) -> str:
-    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
-    out = []
-    for char in value:
-        if char in escapes:
-            out.append(escapes[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)  # shortest round-tripping form, always with '.' or 'e'
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, Path):
-        return _string(str(value))
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dumps(data: dict, comments: dict[str, str] | None = None) -> str:
-    """TOML text for `data`; nested dicts become [tables]; `comments` maps a table path to
-    a comment line written above it. Empty tables are kept (they are meaningful)."""
-    comments = comments or {}
-    lines: list[str] = []
-
-    def inline(value: Any, path: str) -> bool:
-        # Small leaf tables two levels down (ranges like width = {low = 8, high = 64})
-        # read best inline, as in a hand-written spec.
-        return isinstance(value, dict) and "." in path and not any(isinstance(v, dict) for v in value.values())
-
-    def emit(table: dict, path: str) -> None:
-        scalars = [(k, v) for k, v in table.items() if (not isinstance(v, dict) or inline(v, path)) and v is not None]
-        tables = [(k, v) for k, v in table.items() if isinstance(v, dict) and not inline(v, path)]
-        if path and (scalars or not tables or path in comments):  # [a] is implied by [a.b]
-            if lines:
-                lines.append("")
-            if path in comments:
-                lines.append(f"# {comments[path]}")
-            lines.append(f"[{path}]")
-        for key, value in scalars:
-            lines.append(f"{_key(str(key))} = {_value(value)}")
-        for key, value in tables:
-            emit(value, f"{path}.{_key(str(key))}" if path else _key(str(key)))
-
-    emit(data, "")
-    return "\n".join(lines) + "\n"
-
-
 # --- export --------------------------------------------------------------------------
-
-
-def study_spec(study: optuna.Study) -> dict:
-    spec = study.user_attrs.get("spec")
-    if not isinstance(spec, dict):
-        raise UsageError(
-            f"study {study.study_name!r} has no recorded spec (user attr 'spec'); only studies run by "
-            "`paretune launch` can be exported"
-        )
-    return spec
-
-
-def recorded_spec(study: optuna.Study):
-    """The study's spec as validated StudySpec (user dimensions' sections unvalidated)."""
-    from search.spec import from_dict
-
-    return from_dict(study_spec(study), source=f"study {study.study_name!r} spec")
-
-
-def task_kind_of(study: optuna.Study) -> str:
-    """The kind of task ("image", "tabular", "table", ...) a study searched: recorded at
-    launch; for studies from before that, read from the task itself."""
-    kind = study.user_attrs.get("task_kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    from search.data import load_task
-
-    return load_task(recorded_spec(study)).kind
 
 
 def _ordered_spec(spec: dict) -> dict:
@@ -161,9 +59,6 @@ def trial_seed(trial: FrozenTrial, spec: dict) -> int:
 
 def exported_config(study: optuna.Study, trial: FrozenTrial, storage_url: str, *, pick: str | None = None) -> dict:
     """The exported file's content as plain data (spec keys, `params`, `exported`)."""
-    from search.pareto import objectives_of
-    from search.spec import from_dict
-
     spec = _ordered_spec(study_spec(study))
     uri = study.user_attrs.get("mlflow")  # where its latest launch tracked it (search.tracking): `train` logs there
     if uri:
@@ -283,9 +178,6 @@ def export(
 
 def check_params(config: dict, task_kind: str, plugins=None) -> dict:
     """Rebuild the trial config from the pinned params; a mismatch with the spec is a UsageError."""
-    from search.plugins import suggest_params
-    from search.spec import from_dict
-
     spec = from_dict({k: v for k, v in config.items() if k not in ("params", "exported")})
     try:
         return suggest_params(optuna.trial.FixedTrial(dict(config.get("params") or {})), spec, task_kind, plugins,

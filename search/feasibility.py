@@ -1,12 +1,12 @@
 """Hard constraints checked before training, on the trial's final form.
 
 Latency, energy, size, parameters and MACs of a trial's deployable model depend on
-its architecture, pruning, quantization and runtime, not on trained weights. So before
-training, a trial builds its model untrained, runs the compress stage without any
-fine-tune (structured pruning shrinks the layers, unstructured and gradual pruning
-zero the same share of weights, int8 is calibrated on a few training batches; QAT is
-measured as static int8, which has the same int8 kernels), brings it to its runtime and
-measures it with the trial's own measurement path (`search.trial.measure`, through
+its shape and on what the compress and deploy stages make of it, not on trained
+weights. So before training, a trial builds its model untrained, runs the compress
+stage without any fine-tune (each dimension first rewrites its params into what can
+be measured untrained, `Dimension.untrained_params`: a choice that acts during
+training or a fine-tune is measured as the one-shot choice of the same final form),
+runs the deploy stage and measures it with the trial's own measurement path (`search.trial.measure`, through
 `search.placement`, so `measure_on` nodes measure it too), accuracy skipped.
 
 A trial whose measured value misses a hard constraint by more than the noise margin
@@ -31,7 +31,6 @@ are judged on the finished trial, as before. The same measurement gives MO-ASHA
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -39,7 +38,10 @@ from dataclasses import dataclass
 import torch
 
 import spaces
+from search import placement
+from search.plugins import dimensions, resolve
 from search.spec import Constraint, StudySpec
+from search.trial import build_model, compress, deploy, trial_context
 
 TIMED = ("latency_ms", "latency_p90_ms", "energy_mj")
 COUNTED_MARGINS = {"size_kb": 0.05, "params": 0.02, "macs": 0.02}
@@ -68,15 +70,10 @@ def needed(spec: StudySpec, task_kind: str) -> bool:
     return bool(static_constraints(spec)) or (spec.stopping != "none" and bool(static_objectives(spec)))
 
 
-def untrained_params(params: dict) -> dict:
-    """The params of the measured stand-in: QAT as static int8 (observers need no
-    fine-tune to be calibrated), gradual pruning as its final one-shot sparsity."""
-    out = dict(params)
-    if out.get("quant_mode") == "qat":
-        out["quant_mode"] = "static"
-    if out.get("prune_kind") == "gradual":
-        out["prune_kind"] = "unstructured"
-    return out
+def untrained_params(params: dict, dimensions=()) -> dict:
+    """The params of the measured stand-in: each dimension's own rewrite
+    (`Dimension.untrained_params`; the built-ins where no dimensions are given)."""
+    return spaces.untrained_params(params, dimensions)
 
 
 def margin_for(metric: str, margin: float) -> float:
@@ -124,33 +121,35 @@ class Verdict:
         return {PREFIX + k: v for k, v in self.values.items()} | {PREFIX + "seconds": self.seconds}
 
 
-MEASURED_KEYS = STATIC + ("nonzero_params", "latency_source", "energy_source", "runtime", "quantized")
+MEASURED_KEYS = STATIC + ("nonzero_params", "latency_source", "energy_source")
+
+
+def measured_keys(dimensions=()) -> tuple[str, ...]:
+    """What the pre-training measurement keeps: MEASURED_KEYS and the facts the
+    dimensions mark `untrained`."""
+    return MEASURED_KEYS + tuple(name for name, fact in spaces.facts(dimensions).items() if fact.untrained)
 
 
 def measure_untrained(params: dict, task, spec: StudySpec, seed: int, *, plugins=None, shared: dict | None = None) -> dict:
     """The static metrics of the trial's final form, built untrained (see the module
     docstring), by name."""
-    from search import placement
-    from search.plugins import dimensions, resolve
-    from search.trial import build_model, compress, deploy, trial_context
 
     if plugins is None:
         plugins = resolve(spec)
-    params = untrained_params(params)
     active = spaces.active(
         dimensions(plugins), spaces.SuggestContext(task.kind, user_model=spec.model_factory is not None or plugins.model is not None)
     )
+    params = untrained_params(params, dimensions(plugins))
     torch.manual_seed(seed)
     ctx = trial_context(params, task, spec, seed, plugins, shared)
-    # No training anywhere: pruning's fine-tune is skipped, the shapes are what count.
+    # No training anywhere: the compress stage's fine-tunes are skipped, the shapes are what count.
     ctx.fit = lambda model, *args, **kwargs: model
     model = build_model(params, ctx, active).to(ctx.device)
     model = compress(model, params, ctx, active)
     runner = deploy(model, params, ctx, active)
     metrics = placement.measure(model, runner, task, spec, ctx.info, "val", score=False)
-    metrics = metrics.update(runtime=params.get("runtime", "eager"))
-    record = dataclasses.asdict(metrics)
-    return {k: record[k] for k in MEASURED_KEYS if record.get(k) is not None}
+    record = metrics.update(**spaces.record(model, runner, params, ctx, active)).to_result()
+    return {k: record[k] for k in measured_keys(dimensions(plugins)) if record.get(k) is not None}
 
 
 def check(params: dict, task, spec: StudySpec, seed: int, *, plugins=None, shared: dict | None = None) -> Verdict:

@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from search.pareto import FrontReport
+from search.pareto import FrontReport, trade_words
 
 KNEE_MARK = "*"
 BASELINE_MARK = "b"  # after the trial number: the study's baseline (search.baseline)
@@ -165,8 +165,6 @@ def print_front(console: Console, report: FrontReport) -> None:
 
 def knee_line(report: FrontReport) -> str:
     """What the star means, which trials the knee was taken among, and what it trades."""
-    from search.pareto import trade_words
-
     choice = report.knee_choice()
     knee = choice.trial
     left_out = len(report.front) - len(choice.among)

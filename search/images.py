@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from search.errors import UsageError
 from search.spec import TaskSource
+from search.task import TEST_FRACTION, VAL_FRACTION, Scaling, Task
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 SPLITS = ("train", "val", "test")
@@ -120,8 +121,6 @@ def _check_headers(files: list[str], key: str) -> tuple[tuple[int, int], bool]:
 def _split(scan: _Scan, seed: int) -> tuple[_Scan, _Scan, _Scan]:
     from sklearn.model_selection import train_test_split
 
-    from search.data import TEST_FRACTION, VAL_FRACTION
-
     index = np.arange(len(scan.files))
     labels = np.asarray(scan.labels)
     trval, test = train_test_split(index, test_size=TEST_FRACTION, stratify=labels, random_state=seed)
@@ -134,8 +133,6 @@ def _split(scan: _Scan, seed: int) -> tuple[_Scan, _Scan, _Scan]:
 
 def load_image_folder(source: TaskSource, seed: int):
     """The task of an image folder; UsageError naming the folder or file when unusable."""
-    from search.data import Scaling, Task
-
     root = Path(source.images)
     key = f"task.images {root}"
     if not root.is_dir():

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.cluster import code_runtime_env
 from search.errors import UsageError
 from search.spec import StudySpec, TaskFile, is_file_reference, to_toml_dict
+from search.toml_text import dumps
 
 STUDY_KEY = "paretune_study"
 SPEC_FILE = "spec.toml"
@@ -73,8 +75,6 @@ def check_storage(url: str | None) -> str:
 def _stage_reference(text: str, directory: Path, key: str) -> str:
     """A `file.py:name` reference: the file goes into the job's working_dir, the
     reference is rewritten to it; module references stay as they are."""
-    from search.spec import is_file_reference
-
     if not is_file_reference(text):
         return text
     where, _, name = text.rpartition(":")
@@ -115,8 +115,6 @@ def stage(spec: StudySpec, directory: Path) -> Path:
         data["space"]["custom"] = {
             "dimensions": [_stage_reference(d, directory, "space.custom.dimensions") for d in spec.space.custom.dimensions]
         }
-    from search.exporter import dumps
-
     path = directory / SPEC_FILE
     path.write_text(dumps(data))
     return path
@@ -127,8 +125,6 @@ JOB_STOP_WAIT_S = 60
 
 def submit(spec: StudySpec, address: str, storage_url: str | None) -> str:
     """Submit the search; returns the job id."""
-    from search.cluster import code_runtime_env
-
     url = check_storage(storage_url)
     jobs = client(address)
     with tempfile.TemporaryDirectory(prefix="paretune-job-") as staging:

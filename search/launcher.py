@@ -24,7 +24,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import baseline, cluster, dashboard, preflight, pruned, raynoise, stop_signals, tell, tracking, variants, weights
+from search import baseline, cluster, dashboard, preflight, pruned, raynoise, stop_signals, tell, tracking, variants
+from search import outages
 from search import storage as storages
 from search import warmstart
 from search.data import Task, load_task
@@ -33,7 +34,13 @@ from search.plugins import Plugins, dimensions, resolve
 from search.samplers import make_sampler
 from search.lease import DriverLease
 from search.searcher import AskTellSearcher, reconcile_running, settle
-from search.spec import StudySpec
+from search.spec import StudySpec, to_toml_dict
+from search.training import train_recipe
+from search.runner import trainable
+from search.trial import train_device
+from search.moasha import MOASHAScheduler
+from search import node_loss
+from spaces import StudyContext
 
 # Tune's default CSV/JSON/TensorBoard loggers cost time per trial and duplicate what
 # the Optuna storage keeps.
@@ -112,8 +119,6 @@ def open_study(
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions, load_if_exists=True)
     if not exists:
         study.set_user_attr("objectives", spec.objective_names)
-        from search.spec import to_toml_dict
-
         study.set_user_attr("spec", to_toml_dict(spec))
         if task_kind is not None:  # export and retrain read it instead of guessing from the spec
             study.set_user_attr("task_kind", task_kind)
@@ -139,17 +144,14 @@ def open_study(
 
 def init_ray(address: str | None) -> bool:
     """Connect to `address` or start a local Ray; returns True if this call started it."""
+    if os.environ.get("PARETUNE_NO_RAY"):  # set by the test suite for tests not marked `ray`
+        raise RuntimeError(f"Ray refused: $PARETUNE_NO_RAY is set ({os.environ['PARETUNE_NO_RAY']}, not marked ray)")
     return cluster.init(address)
 
 
 def prepare_study(spec: StudySpec, task: Task, plugins: Plugins | None = None) -> dict:
     """Each dimension's once-per-launch work (distillation trains its teacher), by
     dimension name; shipped once to every trial through Ray's object store."""
-    from spaces import StudyContext
-
-    from search.training import train_recipe
-    from search.trial import train_device
-
     if task.kind == "table":
         return {}
     device = train_device(spec)
@@ -185,10 +187,7 @@ def run_trials(
     (`budget.early_stopping`), and `time_budget_s`: a wall-clock limit (trials still
     running then are interrupted); both for the early-stopping benchmark.
     `on_notice(text)`: a trial's node or worker lost (search.node_loss)."""
-    from ray import tune
-
-    from search import node_loss
-    from search.trial import trainable
+    from ray import tune  # deferred: Ray Tune's import starts its own machinery
 
     own_lease = driver is None
     if own_lease:
@@ -210,8 +209,6 @@ def run_trials(
         pipelined=True,
     )
     if scheduler is None and spec.stopping != "none":
-        from search.moasha import MOASHAScheduler
-
         scheduler = lambda searcher: MOASHAScheduler(searcher, spec, guarded=spec.stopping == "auto")  # noqa: E731
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     runnable = tune.with_resources(
@@ -236,7 +233,7 @@ def run_trials(
             callbacks=[node_loss.NodeLoss(on_notice or (lambda text: print(text, flush=True)))],
         ),
     )
-    with tell.holding(lambda: searcher.held):
+    with outages.holding(lambda: searcher.held):
         try:
             tuner.fit()
         finally:
@@ -280,7 +277,7 @@ def launch(
     spec = checked.spec
     variants.check(spec, plugins)
     if spec.weights is not None:
-        weights.check(spec, task, plugins)  # fits the baseline's model, before Ray starts
+        preflight.check_weights(spec, task, plugins)  # fits the baseline's model, before Ray starts
     if baseline.wanted(spec, task.kind):
         baseline.optuna_params(spec, task.kind, plugins)  # `[baseline] params` fit the space
     if spec.tracking.mlflow:
@@ -328,7 +325,7 @@ def launch(
             import ray
 
             ray.shutdown()
-    complete = len(tell.retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    complete = len(outages.retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
     return LaunchSummary(
         study_name=spec.name,
         storage_url=url,

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import optuna
 
+from search import optuna_internals
 from search.errors import UsageError
+from search.records import DRIVER_ATTR, RECORD_PREFIX
 
-DRIVER_ATTR = "paretune:driver"  # on a trial: the id of the driver that asked it
-RECORD_PREFIX = "paretune:driver:"  # on the study: one heartbeat record per driver
 HEARTBEAT_S = 10.0
 LEASE_S = 60.0
 # A driver claims a trial right after asking it; a RUNNING trial nobody claimed within
@@ -162,7 +162,8 @@ class DriverLease:
 
     def _write(self, record: DriverRecord) -> None:
         assert self.study is not None
-        self.study._storage.set_study_system_attr(self.study._study_id, RECORD_PREFIX + self.id, record.as_attr())
+        storage, study_id = optuna_internals.storage_of(self.study), optuna_internals.study_id(self.study)
+        storage.set_study_system_attr(study_id, RECORD_PREFIX + self.id, record.as_attr())
 
     def start(self, study: optuna.Study) -> None:
         if self.study is not None:
@@ -189,12 +190,13 @@ class DriverLease:
         """This driver's place among every driver the study has seen (by start, then id):
         distinct for drivers that start at the same moment, so their samplers differ."""
         assert self.study is not None
-        ordered = sorted(records(self.study._storage, self.study._study_id).values(), key=lambda r: (r.started, r.driver_id))
+        drivers = records(optuna_internals.storage_of(self.study), optuna_internals.study_id(self.study))
+        ordered = sorted(drivers.values(), key=lambda r: (r.started, r.driver_id))
         return next((i for i, r in enumerate(ordered) if r.driver_id == self.id), len(ordered))
 
     def claim(self, trial: optuna.Trial) -> None:
         """Mark a trial this driver just asked as its own."""
-        trial.storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self.id)
+        trial.storage.set_trial_system_attr(optuna_internals.trial_id(trial), DRIVER_ATTR, self.id)
 
     def stop(self) -> None:
         if self.study is None or self._stop.is_set():

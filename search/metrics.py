@@ -4,7 +4,10 @@ and the CLI read their keys (no string lists kept in several places).
 The record travels through Ray Tune as a flat dict (`TrialMetrics.to_result`); the
 searcher stores every key of it as an Optuna user attr beside the objective values
 (`stored_attrs`). A user task's own metrics (`Task.metrics`) ride along under their
-own names, listed in `task_metrics`.
+own names, listed in `task_metrics`. The facts each search dimension records about
+the deployed model (`spaces.Dimension.record`, declared in its `facts`) ride along
+the same way under their own names, kept in `facts`: they read as attributes of the
+record and follow their declared `export`/`card` flags in `keys`.
 """
 
 from __future__ import annotations
@@ -39,13 +42,11 @@ class TrialMetrics:
     latency_p90_ms: float = _field("measure", card=True)
     nonzero_params: int = _field("measure", card=True)
     sparsity: float = _field("measure", card=True)
-    quantized: bool = _field("measure", card=True)
     energy_source: str = _field("measure", card=True)  # "rapl", "nvml" or "estimate"
     latency_source: str = _field("measure", card=True)
     measure_device: str = _field("measure", card=True)
     measure_threads: int = _field("measure")
     measure_batch_size: int = _field("measure")
-    runtime: str = _field("measure", card=True)
     train_seconds: float = _field("measure", export=False)
     measure_seconds: float = _field("measure", export=False)
     split: str = _field("measure", export=False)
@@ -53,10 +54,6 @@ class TrialMetrics:
     # Achieved compute: MACs of the float model × batch size / latency, in GMAC/s
     # (benchmarks/compression.py measures the machine's peak beside it).
     gmac_per_s: float = _field("measure", card=True, default=0.0)
-    # int8 kernels in the graph the runtime executes (after freezing / graph
-    # optimization): 0 means the deployed model computes in float.
-    int8_kernels: int = _field("measure", card=True, default=0)
-    teacher_source: str | None = _field("measure", export=False, default=None)
     hostname: str = _field("node", default="")
     node_ip: str = _field("node", export=False, default="")
     node_id: str = _field("node", export=False, default="")
@@ -71,32 +68,60 @@ class TrialMetrics:
     measure_cpu_flags: str = _field("node", export=False, default="")
     gpu_model: str | None = _field("node", default=None)
     task_metrics: dict[str, float] = field(default_factory=dict, metadata={"group": "task", "export": True, "card": True})
+    # What the dimensions record, by name (`spaces.Dimension.record`).
+    facts: dict[str, Any] = field(default_factory=dict, metadata={"group": "facts", "export": True, "card": True})
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are no field: a dimension's recorded fact.
+        facts = self.__dict__.get("facts") or {}
+        if name in facts:
+            return facts[name]
+        raise AttributeError(f"{type(self).__name__} has no field or recorded fact {name!r}")
 
     def to_result(self) -> dict:
-        """The flat dict a trial reports (task metrics under their own names)."""
-        result = {k: v for k, v in dataclasses.asdict(self).items() if k != "task_metrics" and v is not None}
+        """The flat dict a trial reports (task metrics and recorded facts under their own names)."""
+        result = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NESTED and v is not None}
+        result.update({k: v for k, v in self.facts.items() if v is not None})
         result.update(self.task_metrics)
         result["task_metric_names"] = sorted(self.task_metrics)
+        result[FACT_NAMES] = sorted(self.facts)
         return result
 
     def update(self, **values) -> "TrialMetrics":
-        return dataclasses.replace(self, **values)
+        """A copy with `values`: fields by name, anything else as a recorded fact."""
+        names = {f.name for f in dataclasses.fields(self)}
+        facts = {k: v for k, v in values.items() if k not in names}
+        fields = {k: v for k, v in values.items() if k in names}
+        if facts:
+            fields["facts"] = {**self.facts, **fields.get("facts", {}), **facts}
+        return dataclasses.replace(self, **fields)
+
+
+_NESTED = ("task_metrics", "facts")
 
 
 def keys(*, group: str | None = None, export: bool | None = None, card: bool | None = None) -> tuple[str, ...]:
-    """Field names of TrialMetrics, filtered by their metadata."""
+    """Field names of TrialMetrics, then the facts the built-in dimensions record
+    (group "measure"), filtered by their metadata."""
     out = []
     for f in dataclasses.fields(TrialMetrics):
-        if f.name == "task_metrics":
+        if f.name in _NESTED:
             continue
         meta = f.metadata
         if (group is None or meta["group"] == group) and (export is None or meta["export"] == export) and (
             card is None or meta["card"] == card
         ):
             out.append(f.name)
+    if group in (None, "measure"):
+        import spaces
+
+        out += [name for name, fact in spaces.facts().items()
+                if (export is None or fact.export == export) and (card is None or fact.card == card)]
     return tuple(out)
 
 
+# The names of the facts a trial's dimensions recorded (user dimensions' included).
+FACT_NAMES = "fact_names"
 OBJECTIVE_KEYS = keys(group="objective")
 NODE_KEYS = keys(group="node")
 HARDWARE_KEYS = ("hostname", "cpu_model", "cpu_flags", "gpu_model", "cpu_count", "torch_version", "quantized_engine",
@@ -107,5 +132,5 @@ def stored_attrs(result: dict | None) -> dict:
     """The keys of a reported result that the searcher keeps as user attrs."""
     if not result:
         return {}
-    names = set(keys()) | set(result.get("task_metric_names") or ())
+    names = set(keys()) | set(result.get("task_metric_names") or ()) | set(result.get(FACT_NAMES) or ())
     return {k: v for k, v in result.items() if k in names and v is not None}

@@ -50,68 +50,18 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search import feasibility, rung_trust, tell
-from search.pareto import nondominated_mask
-from search.rung_trust import RUNG_PREFIX, rung_key  # noqa: F401 - the rung records' names live there
+from search import feasibility, optuna_internals, rung_trust
+from search import outages
+from search.dominance import crowding, nondominated_ranks
+from search.records import BASELINE_ATTR, EPOCH_ATTR, RUNG_PREFIX  # noqa: F401 - RUNG_PREFIX: importable from here too
+from search.rung_trust import rung_key
+from search.runner import milestones
 
 log = logging.getLogger(__name__)
 RANKED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def milestones(grace_epochs: int, reduction_factor: float, epochs: int) -> list[int]:
-    """Rung epochs: grace × factor^k, rounded, strictly below `epochs`."""
-    rungs: list[int] = []
-    k = 0
-    while True:
-        epoch = int(round(grace_epochs * reduction_factor**k))
-        if epoch >= epochs:
-            return rungs
-        if not rungs or epoch > rungs[-1]:
-            rungs.append(epoch)
-        k += 1
-
-
 # --- the promotion rule (pure) --------------------------------------------------------
-
-
-def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index of each minimization point: 0 for the non-dominated ones, 1 for those
-    dominated only by front 0, and so on."""
-    ranks = np.full(len(points), -1)
-    remaining = np.arange(len(points))
-    front = 0
-    while len(remaining):
-        mask = nondominated_mask(points[remaining])
-        ranks[remaining[mask]] = front
-        remaining = remaining[~mask]
-        front += 1
-    return ranks
-
-
-def crowding(points: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of minimization points (one front): per objective, the
-    gap between a point's neighbours over the objective's range, summed; the points
-    at an objective's minimum or maximum get infinity. Equal points get equal
-    distances (computed once on the distinct points), and an objective equal on every
-    point counts for nothing."""
-    n = len(points)
-    if n == 0:
-        return np.empty(0)
-    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    if len(distinct) <= 2:
-        return np.full(n, np.inf)
-    distance = np.zeros(len(distinct))
-    for j in range(distinct.shape[1]):
-        column = distinct[:, j]
-        low, high = column.min(), column.max()
-        if high <= low:
-            continue
-        distance[(column == low) | (column == high)] = np.inf
-        order = np.argsort(column, kind="stable")
-        gaps = (column[order][2:] - column[order][:-2]) / (high - low)
-        distance[order[1:-1]] += gaps
-    return distance[inverse]
 
 
 @dataclass(frozen=True)
@@ -173,8 +123,8 @@ def minimized(values: dict[str, float], objectives: dict[str, str]) -> list[floa
 
 def ranked_trials(study: optuna.Study) -> list:
     """The study's COMPLETE, PRUNED and RUNNING trials (every driver's, every run's), from the storage."""
-    storage, study_id = study._storage, study._study_id
-    return tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=RANKED))
+    storage, study_id = optuna_internals.storage_of(study), optuna_internals.study_id(study)
+    return outages.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=RANKED))
 
 
 def recorded(trials: list, epoch: int, *, exclude: int) -> list[dict[str, float]]:
@@ -234,7 +184,7 @@ class MOASHAScheduler(FIFOScheduler):
         values = rung_values(result, self.objectives)
         try:
             trials = ranked_trials(self.searcher.study)
-        except tell.StorageUnavailable as exc:
+        except outages.StorageUnavailable as exc:
             log.warning("rung %d of trial %d: storage unreadable (%s); judged on no other trial", epoch, live.number, exc)
             trials = []
         others = recorded(trials, epoch, exclude=live.number)
@@ -254,8 +204,6 @@ class MOASHAScheduler(FIFOScheduler):
             self.decisions["promoted"] += 1
             return TrialScheduler.CONTINUE
         self.decisions["stopped"] += 1
-        from search.pruned import EPOCH_ATTR
-
         self.searcher.remember(trial.trial_id, {EPOCH_ATTR: epoch})
         trusted = f"; rung trusted at τ = {record['tau']:.2f} over {record['n']} trials" if self.guarded else ""
         self.searcher.stop_as(
@@ -269,7 +217,7 @@ class MOASHAScheduler(FIFOScheduler):
     def _exempt(self, live, trials: list, epoch: int, record: dict) -> bool:
         """Whether this trial goes on whatever the rung says; notes why in `record`.
         The baseline is what every trade is stated against: it always trains to the end."""
-        if live.user_attrs.get(tell.BASELINE_ATTR):
+        if live.user_attrs.get(BASELINE_ATTR):
             record["exempt"] = "baseline"
             return True
         if not self.guarded:

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,48 +34,28 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import baseline as baselines
+from search import conditions, dominance
+from search.conditions import Bound
+from search.dominance import dominates, nondominated_mask  # noqa: F401 - the front's maths, named here too
 from search.errors import UsageError
-from search.tell import CONSTRAINTS_ATTR
+from search.plugins import suggest_context
+from search.recorded import MAXIMIZE, MINIMIZE, Objectives, lookup, objectives_of, param_value, recorded_spec  # noqa: F401 - the front's vocabulary
+from search.records import CONSTRAINTS_ATTR, SPEC_ATTR, TASK_KIND_ATTR
+from search.trade import trade_sentence
 
-MAXIMIZE, MINIMIZE = "maximize", "minimize"
 WIDEN = 0.1
 # The knee considers front trials within this of the most accurate front trial's
 # accuracy (a fraction: 0.05 is 5 percentage points); `--accuracy-within` sets it.
 ACCURACY_WITHIN = 0.05
 
 
-@dataclass(frozen=True)
-class Objectives:
-    names: list[str]
-    directions: list[str]  # "maximize" / "minimize", in the order of trial.values
-
-    @property
-    def signs(self) -> np.ndarray:
-        """+1 where smaller is better: `values * signs` is a minimization problem."""
-        return np.array([-1.0 if d == MAXIMIZE else 1.0 for d in self.directions])
-
-    def index(self, name: str, context: str) -> int:
-        if name not in self.names:
-            raise UsageError(f"{context}: unknown objective {name!r}; the study's objectives are {', '.join(self.names)}")
-        return self.names.index(name)
-
-
-def objectives_of(study: optuna.Study) -> Objectives:
-    directions = [MAXIMIZE if d == optuna.study.StudyDirection.MAXIMIZE else MINIMIZE for d in study.directions]
-    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(directions))]
-    if len(names) != len(directions):
-        names = [f"objective_{i}" for i in range(len(directions))]
-    return Objectives(list(names), directions)
-
-
-def _spec_constraints(study: optuna.Study) -> list:
-    from search.spec import Constraint
-
-    texts = (study.user_attrs.get("spec") or {}).get("constraints") or []
+def _spec_constraints(study: optuna.Study) -> list[Bound]:
+    """The constraints of the study's recorded spec (ones that no longer parse are left out)."""
+    texts = (study.user_attrs.get(SPEC_ATTR) or {}).get("constraints") or []
     constraints = []
     for text in texts:
         try:
-            constraints.append(Constraint.parse(text) if isinstance(text, str) else Constraint.model_validate(text))
+            constraints.append(Bound.of(text))
         except ValueError:
             continue
     return constraints
@@ -114,24 +93,6 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     constraints = _spec_constraints(study)
     names = objectives_of(study).names
     return [t for t in study.get_trials(deepcopy=False) if why_infeasible(t, constraints, names) is None]
-
-
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """On minimization vectors: a is no worse everywhere and better somewhere."""
-    return bool(np.all(a <= b) and np.any(a < b))
-
-
-def nondominated_mask(points: np.ndarray) -> np.ndarray:
-    """Minimization points (n×m) → which rows no other row dominates (ties all kept)."""
-    n = len(points)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not mask[i]:
-            continue
-        worse_or_equal = np.all(points[i] <= points, axis=1)
-        strictly = np.any(points[i] < points, axis=1)
-        mask &= ~(worse_or_equal & strictly)  # rows that points[i] dominates
-    return mask
 
 
 def minimization_values(trials: list[FrozenTrial], objectives: Objectives) -> np.ndarray:
@@ -199,25 +160,9 @@ def reference_point(
     return ref
 
 
-def _hv(points: np.ndarray, ref: np.ndarray) -> float:
-    """Hypervolume of minimization points; points not strictly better than `ref` in
-    every objective add nothing."""
-    if len(points) == 0:
-        return 0.0
-    inside = points[np.all(points < ref, axis=1)]
-    if len(inside) == 0:
-        return 0.0
-    if points.shape[1] == 1:
-        return float(ref[0] - inside[:, 0].min())
-    import moocore
-
-    compute = getattr(moocore, "hypervolume", None) or getattr(moocore, "hv")
-    return float(compute(inside, ref=ref))
-
-
 def hypervolume(trials: list[FrozenTrial], objectives: Objectives, reference: list[float]) -> float:
     signs = objectives.signs
-    return _hv(minimization_values(trials, objectives), np.asarray(reference, dtype=float) * signs)
+    return dominance.hypervolume(minimization_values(trials, objectives), np.asarray(reference, dtype=float) * signs)
 
 
 def hypervolume_history(
@@ -233,7 +178,7 @@ def hypervolume_history(
         if trial.number in feasible_numbers:
             seen.append(trial)
             seen = pareto_front(seen, objectives)  # dominated points add no volume
-            current = _hv(minimization_values(seen, objectives), ref)
+            current = dominance.hypervolume(minimization_values(seen, objectives), ref)
         history.append((trial.number, current))
     return history
 
@@ -328,12 +273,10 @@ def report(
 def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
     """Per-dimension words for a trial's params, from the study's recorded spec and the
     dimension registry (the user's own dimensions, not loaded here, say nothing)."""
-    import spaces
-    from search.exporter import recorded_spec
-    from search.plugins import suggest_context
+    import spaces  # deferred: imports torch
 
-    kind = study.user_attrs.get("task_kind") or "image"
-    if kind == "table" or "spec" not in study.user_attrs:
+    kind = study.user_attrs.get(TASK_KIND_ATTR) or "image"
+    if kind == "table" or SPEC_ATTR not in study.user_attrs:
         return None
     try:
         spec = recorded_spec(study)
@@ -353,9 +296,6 @@ def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
 
 # --- filters and pick rules ----------------------------------------------------------
 
-_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|!=|<|>|=)\s*(.+?)\s*$")
-
-
 @dataclass(frozen=True)
 class Filter:
     name: str
@@ -364,10 +304,10 @@ class Filter:
 
     @classmethod
     def parse(cls, text: str) -> "Filter":
-        match = _FILTER.match(text)
-        if not match:
+        parts = conditions.split(text, conditions.COMPARISONS)
+        if parts is None:
             raise UsageError(f"--where {text!r}: expected NAME OP VALUE like 'latency_ms<=1.5' (OP: <= >= < > == !=)")
-        name, op, raw = match.groups()
+        name, op, raw = parts
         op = "==" if op == "=" else op
         value: Any = raw.strip("'\"")
         try:
@@ -401,24 +341,6 @@ class Filter:
     def __str__(self) -> str:
         value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
         return f"{self.name}{self.op}{value}"
-
-
-def param_value(params: dict, name: str) -> Any:
-    """The trial's value of dimension param `name`, under whichever Optuna name it was
-    drawn (a dimension may draw one choice under per-condition names, e.g.
-    `quant_mode_transformer`; the registry knows them)."""
-    import spaces
-
-    return spaces.param_value(params, name)
-
-
-def lookup(trial: FrozenTrial, name: str, objectives: Objectives) -> Any:
-    """An objective value, else a user attr, else a param; None when the trial has none."""
-    if name in objectives.names and trial.values is not None:
-        return trial.values[objectives.names.index(name)]
-    if name in trial.user_attrs:
-        return trial.user_attrs[name]
-    return param_value(trial.params, name)
 
 
 def apply_filters(trials: list[FrozenTrial], filters: list[Filter], objectives: Objectives) -> list[FrozenTrial]:
@@ -548,8 +470,6 @@ def trade_words(
     """What `chosen` trades against the baseline (where measured), else against the
     most accurate front trial, in words (see `search.trade`); None when the trials
     carry no accuracy."""
-    from search.trade import trade_sentence
-
     if baseline is not None:
         return trade_sentence(chosen, baseline, objectives, against="the baseline")
     reference = most_accurate(front, objectives)

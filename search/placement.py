@@ -23,6 +23,7 @@ from torch import nn
 
 from search import hardware, portable
 from search.data import Task
+from search.measurement import measure as measure_here
 from search.metrics import TrialMetrics
 from search.spec import StudySpec
 
@@ -40,11 +41,9 @@ def here() -> dict:
 def _measure_shipped(
     model_bytes: bytes, runner_bytes: bytes | None, task: Task, spec: StudySpec, info: dict, split: str, score: bool = True
 ) -> TrialMetrics:
-    from search.trial import measure
-
     model = portable.loads(model_bytes)
     runner = portable.loads(runner_bytes) if runner_bytes is not None else model
-    return measure(model, task, spec, info, split, runner=runner, score=score).update(**here())
+    return measure_here(model, task, spec, info, split, runner=runner, score=score).update(**here())
 
 
 @functools.cache
@@ -57,9 +56,7 @@ def _remote():
 def measure(
     model: nn.Module, runner: nn.Module, task: Task, spec: StudySpec, info: dict, split: str = "val", *, score: bool = True
 ) -> TrialMetrics:
-    """`score=False`: latency, energy, size and counts only (search.trial.measure)."""
-    from search.trial import measure as measure_here
-
+    """`score=False`: latency, energy, size and counts only (search.measurement.measure)."""
     resource = spec.resources.measure_on
     if resource:
         import ray

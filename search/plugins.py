@@ -13,24 +13,18 @@ user's files on their disk.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 import spaces
+from search import tabular_bench, weights
 from search.errors import UsageError
-from search.spec import StudySpec, TaskSource, is_file_reference
-
-UNNAMED = "<python>"  # where a callable passed from Python cannot be found again
-
+from search.references import checked_callable, load_reference, reference_of
+from search.spec import StudySpec, TaskSource, describe_error
+from search.task import Task
 
 @dataclass
 class Plugins:
@@ -41,87 +35,6 @@ class Plugins:
     train: Callable | None = None  # fit(model, train_loader, val_loader, optimizer, scheduler, epochs, report, hooks)
     dimensions: tuple[spaces.Dimension, ...] = field(default_factory=tuple)
     weights: dict | None = None  # `[model] weights`, loaded once (search.weights)
-
-
-def _module_from_file(path: Path, key: str):
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"paretune_user_{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"{key}: {path}: cannot be loaded as a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    # The file may import modules beside it (on a local Ray the workers share this path).
-    if str(path.parent) not in sys.path:
-        sys.path.append(str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - any error in user code is the user's to fix
-        del sys.modules[name]
-        raise UsageError(f"{key}: {path} raised on import: {spaces.first_line(exc)}") from None
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(module)
-    return module
-
-
-def load_reference(text: str, key: str) -> Any:
-    """The object `file.py:name` or `module.path:name` names; UsageError naming `key`
-    when the file is missing, raises on import, or lacks the name."""
-    where, _, name = text.rpartition(":")
-    if where == UNNAMED:
-        raise UsageError(f"{key}: {name} was given as a Python object; pass it again (e.g. search.train(..., {key.split('.')[0]}=...))")
-    if is_file_reference(text):
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"{key}: {path}: no such file")
-        module = _module_from_file(path, key)
-    else:
-        try:
-            module = importlib.import_module(where)
-        except Exception as exc:  # noqa: BLE001
-            raise UsageError(f"{key}: cannot import {where} ({spaces.first_line(exc)})") from None
-    target: Any = module
-    for part in name.split("."):
-        if not hasattr(target, part):
-            raise UsageError(f"{key}: {where} has no {name!r}")
-        target = getattr(target, part)
-    return target
-
-
-def _callable(value: Any, text: str, key: str) -> Callable:
-    if not callable(value):
-        raise UsageError(f"{key}: {text} is a {type(value).__name__}, not callable")
-    return value
-
-
-def _installed(path: Path) -> bool:
-    """Inside the interpreter's own or installed packages (not the user's project)."""
-    import sysconfig
-
-    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
-    return any(path.is_relative_to(root) for root in roots)
-
-
-def reference_of(obj: Any) -> str:
-    """A spec reference that finds `obj` again: `/abs/file.py:name` for the user's code
-    in a file (a script, or a module of their project), `module:name` for an installed
-    package, `<python>:name` when it cannot be found (a lambda, a local function)."""
-    name = getattr(obj, "__qualname__", None) or getattr(type(obj), "__qualname__", "object")
-    if "<" in name:
-        return f"{UNNAMED}:{name.replace('<', '').replace('>', '').replace('.', '_')}"
-    module = getattr(obj, "__module__", None) or type(obj).__module__
-    try:
-        source = inspect.getsourcefile(obj if callable(obj) or inspect.isclass(obj) else type(obj))
-    except TypeError:
-        source = None
-    if source and not _installed(Path(source).resolve()):
-        return f"{Path(source).resolve().as_posix()}:{name}"
-    if module == "__main__" or not source:
-        return f"{UNNAMED}:{name}"
-    return f"{module}:{name}"
 
 
 def _dimension(value: Any, text: str, key: str) -> spaces.Dimension:
@@ -143,8 +56,6 @@ def check_sections(spec: StudySpec, dimensions: tuple[spaces.Dimension, ...], so
         try:
             spaces.section(spec, dimension)
         except ValidationError as exc:
-            from search.spec import describe_error
-
             raise UsageError(f"{source}: {describe_error(exc.errors()[0], f'space.{dimension.name}')}") from None
     unowned = sorted(set(spec.space.model_extra or {}) - seen)
     if unowned:
@@ -162,11 +73,11 @@ def resolve(
 ) -> Plugins:
     """Load what the spec references (or take what is passed) and check it."""
     if task is None and isinstance(spec.task, TaskSource) and spec.task.factory is not None:
-        task = _callable(load_reference(spec.task.factory, "task.factory"), spec.task.factory, "task.factory")
+        task = checked_callable(load_reference(spec.task.factory, "task.factory"), spec.task.factory, "task.factory")
     if model is None and spec.model_factory is not None:
-        model = _callable(load_reference(spec.model.factory, "model.factory"), spec.model.factory, "model.factory")
+        model = checked_callable(load_reference(spec.model.factory, "model.factory"), spec.model.factory, "model.factory")
     if train is None and spec.train.loop is not None:
-        train = _callable(load_reference(spec.train.loop, "train.loop"), spec.train.loop, "train.loop")
+        train = checked_callable(load_reference(spec.train.loop, "train.loop"), spec.train.loop, "train.loop")
     resolved = [_dimension(d, type(d).__name__ if not isinstance(d, type) else d.__name__, "dimensions") for d in dimensions]
     given = {reference_of(d if isinstance(d, type) else type(d)) for d in dimensions}
     for text in spec.space.custom.dimensions:
@@ -175,8 +86,6 @@ def resolve(
         resolved.append(_dimension(load_reference(text, "space.custom.dimensions"), text, "space.custom.dimensions"))
     loaded = None
     if spec.weights is not None:
-        from search import weights
-
         loaded = weights.load(spec.weights)
     plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved), weights=loaded)
     check_sections(spec, plugins.dimensions, source)
@@ -185,14 +94,12 @@ def resolve(
 
 def task_from_factory(spec: StudySpec, factory: Callable | None = None):
     """`make(seed)` of the spec's task factory, checked against the Task contract."""
-    import torch
-
-    from search.data import Task
+    import torch  # deferred: imports torch
 
     key = "task.factory"
     text = spec.task.factory if isinstance(spec.task, TaskSource) and spec.task.factory else "task="
     if factory is None:
-        factory = _callable(load_reference(text, key), text, key)
+        factory = checked_callable(load_reference(text, key), text, key)
     try:
         task = factory(spec.seed)
     except UsageError:
@@ -244,8 +151,6 @@ def suggest_params(
     its own fixed space, search.tabular_bench). `baseline` and `owners`: see
     `spaces.suggest`."""
     if task_kind == "table":
-        from search import tabular_bench
-
         return tabular_bench.suggest(trial)
     return spaces.suggest(
         trial, spec, dimensions(plugins), suggest_context(spec, task_kind, plugins), baseline=baseline, owners=owners

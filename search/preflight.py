@@ -1,13 +1,12 @@
 """Preflight: before Ray starts, dry-run every enabled choice on a real model.
 
 The driver builds the model with the space's default params (the low end of each
-range, the first of each list of choices; with the built-in families, one model per
-family) and asks every dimension to try each of its enabled choices on it: each prune
-kind, quantization mode and runtime. A choice that cannot work (structured pruning on
-a graph torch-pruning cannot follow, static int8 on a model with data-dependent
-control flow, a runtime whose outputs differ from eager) stops the launch with one
-line naming the spec key, the choice and the reason (exit 2), unless the user asks
-to drop unsupported choices: then the search runs without them and says so.
+range, the first of each list of choices; one model per variant the build dimension
+names, `Dimension.preflight_models`) and asks every dimension to try each of its
+enabled choices on it (`Dimension.preflight`). A choice that cannot work on the model
+stops the launch with one line naming the spec key, the choice and the reason (exit
+2), unless the user asks to drop unsupported choices: then the search runs without
+them and says so.
 
 Also checked here, with the same model: the user's model factory keeps its contract
 (a module whose output is N×n_classes), and a user task's metrics() returns every
@@ -27,12 +26,15 @@ from search.data import Task, loader
 from search.errors import UsageError
 from search.plugins import Plugins, dimensions, suggest_context, suggest_params
 from search.spec import StudySpec, from_dict, to_toml_dict
+from search.measurement import task_metrics
+from search.trial import build_model, trial_context
+from search import baseline, weights
 
 METRIC_SAMPLES = 64  # task metrics are checked on this many validation samples
 
 
 class _Defaults(spaces.DefaultTrial):
-    """The space's defaults, with some params fixed (one family of the built-ins)."""
+    """The space's defaults, with some params fixed (one model variant)."""
 
     def __init__(self, fixed: dict):
         super().__init__()
@@ -69,16 +71,17 @@ class PreflightReport:
 
 
 def _variants(spec: StudySpec, task: Task, plugins: Plugins) -> list[dict]:
-    """Default params of each model to try: the user's model, or one per built-in family."""
-    if spec.model_factory is not None or plugins.model is not None:
-        return [suggest_params(_Defaults({}), spec, task.kind, plugins)]
-    families = [f for f in spec.space.architecture.families if task.kind == "image" or f not in spaces.architecture.IMAGE_FAMILIES]
-    return [suggest_params(_Defaults({"family": f}), spec, task.kind, plugins) for f in families]
+    """Default params of each model to try: one per variant the active dimensions name
+    (`Dimension.preflight_models`), or the defaults alone."""
+    ctx = suggest_context(spec, task.kind, plugins)
+    fixed = [
+        variant for dimension in spaces.active(dimensions(plugins), ctx)
+        for variant in dimension.preflight_models(spaces.section(spec, dimension), ctx)
+    ]
+    return [suggest_params(_Defaults(f), spec, task.kind, plugins) for f in fixed or [{}]]
 
 
 def _build(params: dict, ctx: spaces.TrialContext, active: list[spaces.Dimension], spec: StudySpec, task: Task):
-    from search.trial import build_model
-
     key = f"model.factory {spec.model.factory}" if spec.model_factory is not None else "model"
     try:
         model = build_model(params, ctx, active).eval()
@@ -99,8 +102,6 @@ def _short(params: dict) -> str:
 
 
 def _check_task_metrics(spec: StudySpec, task: Task, model) -> None:
-    from search.trial import task_metrics
-
     wanted = [c.objective for c in spec.constraints if c.objective not in spec.objectives] + spec.task_metrics
     wanted = [name for name in dict.fromkeys(wanted) if name not in ("accuracy", "latency_ms", "energy_mj", "size_kb", "params", "macs")]
     if not wanted and task.metrics is None:
@@ -142,8 +143,6 @@ def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_uns
     """Dry-run every enabled choice. A choice that cannot work makes the report
     `refused` (its `check()` raises the one-line UsageError), unless `drop_unsupported`:
     then the report's spec lacks it. User code that breaks its contract raises here."""
-    from search.trial import trial_context
-
     started = time.perf_counter()
     plugins = plugins or Plugins()
     if task.kind == "table":  # nothing to build: the table answers every trial
@@ -176,3 +175,16 @@ def run(spec: StudySpec, task: Task, plugins: Plugins | None = None, *, drop_uns
         report.dropped = failed
     report.refused = bool(failed) and not drop_unsupported
     return report
+
+
+def check_weights(spec, task, plugins) -> None:
+    """Before Ray starts: the weights fit the model built with the baseline's params,
+    or UsageError in one line naming the first mismatched keys or shapes."""
+    params = baseline.params(spec, task.kind, plugins)
+    ctx = trial_context(params, task, spec, spec.seed, plugins)
+    active = spaces.active(dimensions(plugins), suggest_context(spec, task.kind, plugins))
+    builder = next(d for d in active if d.stage == "build")
+    model = builder.apply(None, params, ctx)
+    why = weights.mismatch(model, plugins.weights)
+    if why is not None:
+        raise UsageError(f"{weights.KEY}: {spec.weights} does not fit the model built with the baseline params {weights.params_words(params)}: {why}")

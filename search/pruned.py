@@ -20,8 +20,8 @@ from collections.abc import Iterable
 
 from optuna.trial import FrozenTrial, TrialState
 
-REASON_ATTR = "prune_reason"
-EPOCH_ATTR = "pruned_at_epoch"
+from search.records import EPOCH_ATTR, REASON_ATTR  # noqa: F401 - the records read here, importable from here too
+
 BEFORE_TRAINING = "before training"
 AT_RUNG = "at a rung"
 

@@ -2,24 +2,25 @@
 
 `retrain(config_path, out_dir)` loads the spec and its pinned `[params]`, rebuilds the
 trial config with `suggest_params(FixedTrial(params), ...)` (the dimension registry), runs the whole trial
-pipeline again (train → prune → quantize) with the recorded seed, measures on the
+pipeline again (build → train → compress → deploy) with the recorded seed, measures on the
 *test* split, and writes to `out_dir`:
 
-- `model.pt`: TorchScript of the final model, int8 ones included, traced and frozen
-  (the form the `torchscript` runtime measures) and read back from its saved bytes;
+- `model.pt`: TorchScript of the final model, whatever its precision, traced and
+  frozen (as a trial deployed as TorchScript is measured) and read back from its saved bytes;
   load it with `torch.jit.load("model.pt")`, no project code needed. If tracing
   fails, or the traced model disagrees with the original, there is no `model.pt` and
   the card says why.
-- `model.onnx`: for a trial whose runtime is ONNX Runtime, the very model (int8 by
-  ONNX Runtime's quantizer where the trial quantized) its latency was measured on;
-  it is then the primary artifact.
+- the deployed form's own file, where the trial's deploy step made one that is its
+  own artifact (`Dimension.ship`: `model.onnx` for an ONNX Runtime trial): the very
+  model its latency was measured on; it is then the primary artifact.
 - `state_dict.pt`: the final model's state dict; `float_state_dict.pt` as well when
-  the model is quantized (the weights before int8 conversion).
+  a compress step changed its precision (the weights before the conversion).
 - `config.toml`: a copy of the exported config.
 - `model_card.json` and `model_card.md`: test-split values next to the search-time
   (validation split) values of every objective, the other metrics, and the hardware of
   both runs; and the latency of what ships: the primary artifact loaded back from
-  `out_dir` and timed on its runtime, beside the search-time value and its runtime.
+  `out_dir` and timed as loaded (`Dimension.load_shipped`), beside the search-time
+  value and the deployed form it was measured on.
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ from typing import Any, Callable
 import numpy as np
 
 from objectives import accuracy
-from search.data import loader
+from search.data import example_inputs, load_task, loader
+from search.plugins import resolve, suggest_params
+from search.spec import load, read_toml
+from search.trial import run_pipeline
 from search.errors import UsageError
 from search.metrics import HARDWARE_KEYS, TrialMetrics
 from search.metrics import keys as metric_keys
 
 MODEL_FILE = "model.pt"
-ONNX_FILE = "model.onnx"
 STATE_DICT_FILE = "state_dict.pt"
 FLOAT_STATE_DICT_FILE = "float_state_dict.pt"
 CARD_JSON = "model_card.json"
@@ -70,8 +73,6 @@ class RetrainReport:
 
 
 def load_config(path: str | Path) -> LoadedConfig:
-    from search.spec import load, read_toml
-
     path = Path(path)
     spec = load(path)
     data = read_toml(path)
@@ -88,8 +89,6 @@ def load_config(path: str | Path) -> LoadedConfig:
 def rebuild_config(loaded: LoadedConfig, task_kind: str, plugins=None) -> dict:
     import optuna
 
-    from search.plugins import suggest_params
-
     try:
         return suggest_params(optuna.trial.FixedTrial(dict(loaded.params)), loaded.spec, task_kind, plugins,
                               baseline=bool(loaded.exported.get("is_baseline")))
@@ -105,7 +104,7 @@ def _raw(batches, scaling):
 def trace(model, example, check_batches, scaling=None, *, optimize: bool = False) -> tuple[Any | None, str | None]:
     """Frozen TorchScript of `model` (behind `scaling`'s layer where given, so it takes
     raw inputs): `torch.jit.trace`, then `torch.jit.freeze` (and, with `optimize`,
-    `torch.jit.optimize_for_inference`), the form the torchscript runtime measures.
+    `torch.jit.optimize_for_inference`), as a trial deployed as TorchScript is measured.
     The returned module is the one read back from its saved bytes, so a form that does
     not survive saving is caught here, not by a user; it must predict exactly like
     `model` on `check_batches` (the test split, in batches of another size than the
@@ -222,7 +221,7 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
                      if "latency_ms" in artifact else None),
     }
     return _jsonable({
-        "model": _model_section(spec, config),
+        "model": _model_section(spec, config, task.kind),
         "name": spec.name,
         "source": {
             "config": str(loaded.path),
@@ -281,12 +280,17 @@ def _input_words(task, is_image: bool) -> str:
             "x_model = (x_raw - scaling.offset) / scaling.divisor")
 
 
-def _model_section(spec, config: dict) -> dict:
-    """What the card says about the model: the user's factory and knobs, or the family."""
-    if spec.model_factory is not None:
-        knobs = spec.space.model.knobs()
-        return {"source": "user", "factory": spec.model.factory, "knobs": {k: config.get(k) for k in knobs}}
-    return {"source": "built-in", "family": config.get("family")}
+def _model_section(spec, config: dict, task_kind: str) -> dict:
+    """What the card says about the model: its build dimension's words
+    (`Dimension.model_card`: the user's factory and knobs, or the built-in family)."""
+    import spaces
+
+    ctx = spaces.SuggestContext(task_kind, user_model=spec.model_factory is not None)
+    section: dict = {}
+    for dimension in spaces.active(spaces.builtins(), ctx):
+        if dimension.stage == "build":
+            section.update(dimension.model_card(config, spec))
+    return section
 
 
 def _fmt(value: Any, signed: bool = False) -> str:
@@ -389,25 +393,27 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _torchscript_optimize(spec, config: dict) -> bool:
-    """Whether the trial's TorchScript form had optimize_for_inference (the runtime's setting)."""
-    return config.get("runtime") == "torchscript" and bool(spec.space.runtime.torchscript_optimize)
+def _trace_options(spec, config: dict) -> dict:
+    """How the shipped trace is made, as the trial's own deployed form was
+    (`Dimension.trace_options`, e.g. an optimization pass the trial had)."""
+    import spaces
 
-
-# The runtime each artifact format runs on.
-ARTIFACT_RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+    options: dict = {}
+    for dimension in spaces.builtins():
+        options.update(dimension.trace_options(config, spaces.section(spec, dimension)))
+    return options
 
 
 def load_artifact(path: Path, fmt: str, threads: int = 1):
-    """The shipped file loaded as a user loads it: an ONNX Runtime session for
-    model.onnx, `torch.jit.load` for model.pt; an nn.Module-like callable either way."""
-    import torch
+    """The shipped file loaded as a user loads it (`Dimension.load_shipped`), an
+    nn.Module-like callable, and the runtime it runs on."""
+    import spaces
 
-    from spaces.runtime import OrtModule
-
-    if fmt == "onnx":
-        return OrtModule(Path(path).read_bytes(), threads)
-    return torch.jit.load(str(path))
+    for dimension in spaces.builtins():
+        loaded = dimension.load_shipped(path, fmt, threads)
+        if loaded is not None:
+            return loaded
+    raise UsageError(f"{path}: no dimension loads the artifact format {fmt!r}")
 
 
 def shipped_latency(path: Path, fmt: str, task, spec, record: TrialMetrics) -> dict:
@@ -417,12 +423,12 @@ def shipped_latency(path: Path, fmt: str, task, spec, record: TrialMetrics) -> d
     from objectives import latency
 
     settings = spec.measure
-    runner = load_artifact(path, fmt, settings.threads)
+    runner, runtime = load_artifact(path, fmt, settings.threads)
     with latency.exclusive(), latency.torch_threads(settings.threads):
         speed = latency.measure(runner, task.input_shape, threads=settings.threads, batch_size=settings.batch_size,
                                 warmup=settings.warmup, repeats=settings.repeats)
     return {
-        "runtime": ARTIFACT_RUNTIMES[fmt],
+        "runtime": runtime,
         "latency_ms": speed.value,
         "latency_p90_ms": speed.detail["p90_ms"],
         "gmac_per_s": record.macs * settings.batch_size / (speed.value * 1e6) if speed.value > 0 else None,
@@ -452,15 +458,16 @@ def latency_lines(shipped: dict | None) -> list[str]:
     return lines
 
 
-def _save_onnx_runner(runner, out: Path, test_batches) -> dict | None:
-    """Save the ONNX Runtime model the trial was measured on; None for other runtimes."""
-    from spaces.runtime import OrtModule
+def _ship_runner(runner, out: Path, test_batches) -> dict | None:
+    """Save the deployed form the trial was measured on where it is its own artifact
+    (`Dimension.ship`); None where none is."""
+    import spaces
 
-    if not isinstance(runner, OrtModule):
-        (out / ONNX_FILE).unlink(missing_ok=True)
-        return None
-    runner.save(out / ONNX_FILE)
-    return {"format": "onnx", "file": ONNX_FILE, "note": None, "test_accuracy": accuracy.measure(runner, test_batches).value}
+    for dimension in spaces.builtins():
+        shipped = dimension.ship(runner, out)
+        if shipped is not None:
+            return {**shipped, "note": None, "test_accuracy": accuracy.measure(runner, test_batches).value}
+    return None
 
 
 def retrain(
@@ -474,10 +481,6 @@ def retrain(
     """`plugins` (search.plugins.Plugins): the user's code; by default what the config
     references is loaded."""
     import torch
-
-    from search.data import example_inputs, load_task
-    from search.plugins import resolve
-    from search.trial import run_pipeline
 
     loaded = load_config(config_path)
     out = Path(out_dir)
@@ -495,7 +498,7 @@ def retrain(
     files = []
     test_batches = loader(task.test, 512)
     example = example_inputs(task.train).to(next((p.device for p in model.parameters()), "cpu"))
-    traced, note = trace(model, example, test_batches, task.scaling, optimize=_torchscript_optimize(loaded.spec, config))
+    traced, note = trace(model, example, test_batches, task.scaling, **_trace_options(loaded.spec, config))
     if traced is not None:
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
@@ -506,10 +509,10 @@ def retrain(
         artifact = {"format": "state_dict", "file": STATE_DICT_FILE, "note": note, "test_accuracy": None}
     torch.save(model.state_dict(), out / STATE_DICT_FILE)
     files.append(out / STATE_DICT_FILE)
-    ort_file = _save_onnx_runner(result.runner, out, test_batches)
-    if ort_file is not None:
-        files.append(out / ONNX_FILE)
-        artifact = {**ort_file, "torchscript": artifact}
+    own_file = _ship_runner(result.runner, out, test_batches)
+    if own_file is not None:
+        files.append(out / own_file["file"])
+        artifact = {**own_file, "torchscript": artifact}
     if result.float_model is not result.model:
         torch.save(result.float_model.state_dict(), out / FLOAT_STATE_DICT_FILE)
         files.append(out / FLOAT_STATE_DICT_FILE)

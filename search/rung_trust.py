@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-RUNG_PREFIX = "rung_"
-TRAINED_ATTR = "trained_accuracy"  # validation accuracy after the last training epoch
+from search.records import RUNG_PREFIX, TRAINED_ATTR
+
 FULL_EVERY = 4  # one trial in FULL_EVERY is in the full-fidelity bracket
 MIN_TRIALS = 6  # a rung is judged on no fewer finished trials
 TAU_FLOOR = 0.5  # τ − one standard error must reach this

@@ -32,7 +32,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from search import baseline, feasibility, lease, pruned, tell, timing, variants
+from search import baseline, feasibility, lease, optuna_internals, pruned, tell, timing, variants
+from search import outages
 from search import storage as storages
 from search.metrics import stored_attrs
 from search.plugins import Plugins, suggest_params
@@ -85,7 +86,7 @@ def reconcile_running(
     drivers, and this driver's own (`own`), are left alone. Returns how many;
     `on_reconciled(trial, what happened)` hears of each."""
     now = time.time() if now is None else now
-    drivers = lease.records(study._storage, study._study_id)
+    drivers = lease.records(optuna_internals.storage_of(study), optuna_internals.study_id(study))
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if own is not None and frozen.system_attrs.get(lease.DRIVER_ATTR) == own:
@@ -100,7 +101,7 @@ def reconcile_running(
                 reason = EXPIRED.format(driver=gone.describe(), lease_s=gone.lease_s, late=gone.age(now) - gone.lease_s)
         else:
             reason = f"{INTERRUPTED} ({gone})"
-        if tell.fail(study, frozen._trial_id, reason):  # False: another driver got there first
+        if tell.fail(study, optuna_internals.trial_id(frozen), reason):  # False: another driver got there first
             # Only a point whose params were all chosen (not cut off mid-suggest) runs again.
             requeued = SEED_ATTR in frozen.user_attrs and tell.requeue_once(study, frozen)
             count += 1
@@ -125,7 +126,7 @@ def settle(
     while True:
         reconciled += reconcile_running(study, own=own, on_reconciled=on_reconciled)
         now = time.time()
-        drivers = lease.records(study._storage, study._study_id)
+        drivers = lease.records(optuna_internals.storage_of(study), optuna_internals.study_id(study))
         quiet = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                  if t.system_attrs.get(lease.DRIVER_ATTR) != own and lease.owner_silent(t, drivers, now)]
         if not quiet:
@@ -220,8 +221,8 @@ class AskTellSearcher(Searcher):
     def _counts(self) -> tuple[int, int]:
         """COMPLETE and RUNNING trials in the storage (every driver's), read at once: two
         reads could miss a trial that finished between them and overshoot the budget."""
-        storage, study_id = self.study._storage, self.study._study_id
-        trials = tell.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+        storage, study_id = optuna_internals.storage_of(self.study), optuna_internals.study_id(self.study)
+        trials = outages.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         return complete, len(trials) - complete
 
@@ -283,18 +284,19 @@ class AskTellSearcher(Searcher):
         owners: dict = {}
         # Retried as a whole: a param already stored is read back, not drawn again (Optuna's
         # suggest returns a trial's existing value), so a storage fault half-way loses nothing.
-        params = tell.retrying(lambda: suggest_params(trial, self.spec, self.task_kind, self.plugins,
+        params = outages.retrying(lambda: suggest_params(trial, self.spec, self.task_kind, self.plugins,
                                                       baseline=baseline.is_baseline(trial), owners=owners))
         seed = self.spec.seed + trial.number
         wanted = 0
         if self.spec.budget.variants_per_training > 1:
             # Queued points (an interrupted run's, a warm start's) keep their share of the budget.
-            waiting = len(tell.retrying(lambda: self.study._storage.get_all_trials(
-                self.study._study_id, deepcopy=False, states=(TrialState.WAITING,))))
+            storage, study_id = optuna_internals.storage_of(self.study), optuna_internals.study_id(self.study)
+            waiting = len(outages.retrying(lambda: storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))))
             wanted = min(self.spec.budget.variants_per_training, (room if room is not None else self._room()) - waiting) - 1
         group = self._ask_variants(trial, owners, seed, wanted) if wanted > 0 and self.task_kind != "table" else []
         attrs = {SEED_ATTR: seed, **({variants.TRAINING_ATTR: trial.number} if group else {})}
-        tell.retrying(lambda: storages.set_user_attrs(self.study._storage, trial._trial_id, attrs))
+        optuna_id = optuna_internals.trial_id(trial)
+        outages.retrying(lambda: storages.set_user_attrs(optuna_internals.storage_of(self.study), optuna_id, attrs))
         config = {"params": params, "seed": seed, "number": trial.number}
         if group:
             config[variants.KEY] = [{"params": p, "number": v.number} for v, p in group]
@@ -311,12 +313,12 @@ class AskTellSearcher(Searcher):
         fixed = variants.shared_params(trial.params, owners)
         group = []
         for _ in range(count):
-            variant = tell.retrying(lambda: variants.ask(self.study, fixed))
+            variant = outages.retrying(lambda: variants.ask(self.study, fixed))
             if self.driver is not None:
-                tell.retrying(lambda: self.driver.claim(variant))
-            params = tell.retrying(lambda: suggest_params(variant, self.spec, self.task_kind, self.plugins))
-            tell.retrying(lambda: storages.set_user_attrs(
-                self.study._storage, variant._trial_id, {SEED_ATTR: seed, variants.TRAINING_ATTR: trial.number}))
+                outages.retrying(lambda: self.driver.claim(variant))
+            params = outages.retrying(lambda: suggest_params(variant, self.spec, self.task_kind, self.plugins))
+            outages.retrying(lambda: storages.set_user_attrs(optuna_internals.storage_of(self.study), optuna_internals.trial_id(variant),
+                                                          {SEED_ATTR: seed, variants.TRAINING_ATTR: trial.number}))
             group.append((variant, params))
         return group
 
@@ -357,11 +359,11 @@ class AskTellSearcher(Searcher):
 
     def _ask_claimed(self) -> optuna.Trial:
         while True:
-            trial = tell.retrying(self.study.ask)
+            trial = outages.retrying(self.study.ask)
             if self.driver is None:
                 return trial
             try:
-                tell.retrying(lambda: self.driver.claim(trial))
+                outages.retrying(lambda: self.driver.claim(trial))
                 return trial
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Reconciled as unclaimed before the claim got through (a storage slower
@@ -383,8 +385,9 @@ class AskTellSearcher(Searcher):
         if not write_now or trial is None:
             return
         try:
-            tell.retrying(lambda: storages.set_user_attrs(self.study._storage, trial._trial_id, attrs))
-        except tell.StorageUnavailable as exc:
+            optuna_id = optuna_internals.trial_id(trial)
+            outages.retrying(lambda: storages.set_user_attrs(optuna_internals.storage_of(self.study), optuna_id, attrs))
+        except outages.StorageUnavailable as exc:
             log.warning("trial %d: %s not written yet (%s); kept for its outcome", trial.number, ", ".join(attrs), exc)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another driver reconciled it; its outcome goes through `tell.record`
@@ -477,7 +480,7 @@ class AskTellSearcher(Searcher):
                 continue
             self.told += 1
             if self.on_told is not None:
-                self.on_told(tell.retrying(lambda: self.study._storage.get_trial(stored)))
+                self.on_told(outages.retrying(lambda: optuna_internals.storage_of(self.study).get_trial(stored)))
         self.variants.pop(trial_id, None)
         self.live.pop(trial_id, None)
 
@@ -522,15 +525,17 @@ class AskTellSearcher(Searcher):
         self._marks.clear()
         requeue = bool(trials) and self._other_drivers_alive()
         for trial in trials:
-            if tell.fail(self.study, trial._trial_id, reason) and requeue:  # live trials have all their params
-                tell.requeue_once(self.study, self.study._storage.get_trial(trial._trial_id))
+            optuna_id = optuna_internals.trial_id(trial)
+            if tell.fail(self.study, optuna_id, reason) and requeue:  # live trials have all their params
+                tell.requeue_once(self.study, optuna_internals.storage_of(self.study).get_trial(optuna_id))
         return len(trials)
 
     def _other_drivers_alive(self) -> bool:
         if self.driver is None:
             return False
         try:
-            drivers = tell.retrying(lambda: lease.records(self.study._storage, self.study._study_id))
-        except tell.StorageUnavailable:
+            storage, study_id = optuna_internals.storage_of(self.study), optuna_internals.study_id(self.study)
+            drivers = outages.retrying(lambda: lease.records(storage, study_id))
+        except outages.StorageUnavailable:
             return False  # the next launch queues them
         return any(record.alive() for driver_id, record in drivers.items() if driver_id != self.driver.id)

@@ -7,14 +7,13 @@ but got (low=0.9, high=0.1)``.
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
+from search import conditions
 from search.errors import UsageError
 from spaces._config import FloatRange, IntRange, Strict  # noqa: F401 - re-exported for specs and tests
 
@@ -128,7 +127,7 @@ class _SpaceBase(Strict):
 
 def _space_model() -> type[BaseModel]:
     """[space]: one section per registered dimension, from the dimension's own config."""
-    import spaces
+    import spaces  # deferred: imports torch; `paretune --help` and spec checks stay light
 
     fields: dict[str, Any] = {d.name: (d.config, d.config()) for d in spaces.builtins()}
     fields["custom"] = (CustomDimensions, CustomDimensions())
@@ -201,9 +200,6 @@ class Tracking(Strict):
     registered_model: str | None = Field(default=None, min_length=1)  # `paretune train` registers; default: the study's name
 
 
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-
-
 class Constraint(Strict):
     objective: str
     op: Literal["<=", ">="]
@@ -211,22 +207,12 @@ class Constraint(Strict):
 
     @classmethod
     def parse(cls, text: str) -> "Constraint":
-        match = _CONSTRAINT.match(text)
-        if not match:
-            raise ValueError(f"a constraint reads like 'latency_ms <= 2.0', but got {text!r}")
-        name, op, bound = match.groups()
-        try:
-            value = float(bound)
-        except ValueError:
-            raise ValueError(f"constraint bound must be a number, but got {bound!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"constraint bound must be finite, but got {bound!r}")
-        return cls(objective=name, op=op, bound=value)
+        bound = conditions.Bound.parse(text)  # ValueError in the spec's words
+        return cls(objective=bound.objective, op=bound.op, bound=bound.bound)
 
     def violation(self, metrics: dict[str, float]) -> float:
         """Optuna's convention: <= 0 is feasible, > 0 is by how much it is violated."""
-        value = float(metrics[self.objective])
-        return value - self.bound if self.op == "<=" else self.bound - value
+        return conditions.violation(float(metrics[self.objective]), self.op, self.bound)
 
     def __str__(self) -> str:
         return f"{self.objective} {self.op} {self.bound:g}"

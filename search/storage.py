@@ -23,6 +23,7 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from search import optuna_internals
 from search.errors import UsageError
 
 DEFAULT_URL = "sqlite:///paretune.db"
@@ -166,19 +167,13 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: d
     (an fsync each on SQLite, ~3 ms) held the search's event loop ~0.1 s per trial,
     while the other trials' reports waited on it. Other storages get one call per key.
     Raises UpdateFinishedTrialError, like Optuna's own call, if the trial is finished."""
-    backend = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in _CachedStorage
-    if not isinstance(backend, RDBStorage) or not attrs:
+    backend = optuna_internals.rdb_of(storage)  # optuna wraps an RDBStorage in a cache
+    if backend is None or not attrs:
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    # Optuna's RDBStorage has no public call for several attrs: its own per-key step,
-    # inside its own session helper, once for every key.
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in attrs.items():
-            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+    # Optuna's RDBStorage has no public call for several attrs (search.optuna_internals).
+    optuna_internals.set_trial_user_attrs(backend, trial_id, attrs)
 
 
 def add_finished_trial_system_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value) -> bool:
@@ -187,14 +182,8 @@ def add_finished_trial_system_attr(storage: optuna.storages.BaseStorage, trial_i
     belongs on its page in optuna-dashboard, which reads a trial's artifacts from its
     system attrs. Only a new key is added (never a value changed); RDB storages only:
     False elsewhere (a journal replays its log through Optuna's own checks)."""
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, RDBStorage):
+    backend = optuna_internals.rdb_of(storage)
+    if backend is None:
         return False
-    import json
-
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        session.add(models.TrialSystemAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+    optuna_internals.add_trial_system_attr(backend, trial_id, key, value)  # below Optuna's checks
     return True

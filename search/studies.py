@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from search import lease
+from search import lease, optuna_internals
 
 STATES = ("COMPLETE", "RUNNING", "WAITING", "FAIL", "PRUNED")
 
@@ -41,7 +41,7 @@ def overview(storage: optuna.storages.BaseStorage, now: float | None = None) -> 
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         stamps = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
-        drivers = lease.records(storage, study._study_id)
+        drivers = lease.records(storage, optuna_internals.study_id(study))
         stamps += [dt.datetime.fromtimestamp(r.ended or r.heartbeat) for r in drivers.values()]
         rows.append(
             StudyOverview(

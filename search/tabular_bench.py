@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search.dominance import nondominated_mask
 from search.errors import UsageError
 
 TASK = "nasbench201"
@@ -106,8 +107,11 @@ def check_spec(spec) -> None:
             f"task {TASK}: the table has no {missing[0]}; objectives can be {', '.join(OBJECTIVES)} "
             f"(e.g. [objectives] accuracy = \"maximize\", latency_ms = \"minimize\", params = \"minimize\")"
         )
-    if spec.space.distillation.enabled:
-        raise UsageError(f"task {TASK}: space.distillation needs training; a table task trains nothing")
+    import spaces
+
+    training = spaces.needing_training(spec)
+    if training:
+        raise UsageError(f"task {TASK}: space.{training[0].name} needs training; a table task trains nothing")
 
 
 def minimization_points(names: list[str], dataset: str = DEFAULT_DATASET) -> np.ndarray:
@@ -118,7 +122,5 @@ def minimization_points(names: list[str], dataset: str = DEFAULT_DATASET) -> np.
 
 def true_front(names: list[str], dataset: str = DEFAULT_DATASET) -> np.ndarray:
     """The table's Pareto front over `names`, as minimization points (ties kept)."""
-    from search.pareto import nondominated_mask
-
     points = minimization_points(names, dataset)
     return points[nondominated_mask(points)]

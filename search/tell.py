@@ -1,14 +1,11 @@
 """Getting a finished trial's outcome into the storage, whatever happens on the way.
 
-- A storage call that fails for a passing reason (SQLite's lock timeout, a dropped
-  PostgreSQL connection, a journal file briefly unwritable) is retried with backoff.
+- A storage call that fails for a passing reason is retried with backoff
+  (search.outages).
 - A trial that was finished elsewhere meanwhile (another driver found this driver's
   lease expired and marked it FAIL) keeps its result anyway: the values land in a new
   COMPLETE trial with the same params (user attr `recorded_for` = the first trial's
   number), and the re-run queued for the first trial is withdrawn.
-- Each retry is one line for the user (`retry_line`): why, in a few words, when the next
-  attempt comes, and how many finished results this driver holds that the storage does
-  not have yet (a searcher counts its own: `holding`), none of them lost.
 - A storage that stays unreachable through every retry: the outcome is appended to
   `$PARETUNE_HOME/unsaved/<study>-<storage hash>.jsonl` (default ~/.paretune) and the
   next launch of that study on that storage adds it (`replay`).
@@ -28,138 +25,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from search import optuna_internals
+from search.outages import StorageUnavailable, retrying
 from search import storage as storages
-
-FAIL_REASON_ATTR = "fail_reason"
-CONSTRAINTS_ATTR = "constraints"  # violations, one per spec constraint (<= 0: met)
-RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it re-runs
-SEED_ATTR = "seed"  # set once a trial's params are all chosen (search.searcher)
-BASELINE_ATTR = "baseline"  # on the study's baseline trial (search.baseline); kept by a re-run
-INTERRUPTED_PREFIX = "interrupted"  # how the fail reason of a trial cut short begins
-RECORDED_FOR_ATTR = "recorded_for"  # on a trial holding a late result: the trial it belongs to
-# Seconds between attempts of a storage call that failed for a passing reason (about a
-# minute in all, on top of SQLite's own 30 s lock wait per attempt).
-RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-
-class StorageUnavailable(Exception):
-    """A storage call still failed after every retry."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors a retry may cure: locks, timeouts, lost connections, I/O."""
-    import sqlalchemy.exc
-
-    if isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, OSError)):
-        return True
-    return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
-
-
-# Why a storage call failed, in a few words: (text in the error, what the user reads).
-CAUSES = (
-    ("connection refused", "connection refused"),
-    ("database is locked", "database is locked"),
-    ("server closed the connection", "server closed the connection"),
-    ("terminating connection", "server closed the connection"),
-    ("ssl connection has been closed", "server closed the connection"),
-    ("the database system is starting up", "server starting up"),
-    ("the database system is shutting down", "server shutting down"),
-    ("could not translate host name", "host not found"),
-    ("no route to host", "no route to host"),
-    ("no space left on device", "disk full"),
-    ("timeout", "timeout"),
-    ("timed out", "timeout"),
+from search.records import (  # noqa: F401 - the records this module writes, importable from it too
+    BASELINE_ATTR,
+    CONSTRAINTS_ATTR,
+    FAIL_REASON_ATTR,
+    INTERRUPTED_PREFIX,
+    REASON_ATTR,
+    RECORDED_FOR_ATTR,
+    RETRY_OF_ATTR,
+    SEED_ATTR,
 )
-
-# Counters of the finished results held by the searchers running in this process.
-_holders: list[Callable[[], int]] = []
-# The last retry line logged and when: calls failing together (a tell, a count, the
-# lease's heartbeat; each on its own thread) say it once in this many seconds.
-_last_said = ["", 0.0]
-_said_lock = threading.Lock()
-SAY_ONCE_S = 5.0
-
-
-def _first_line(exc: BaseException) -> str:
-    # StorageInternalError says only "An exception is raised during the commit";
-    # the cause (e.g. "database is locked") is what helps.
-    cause = exc.__cause__ or exc
-    text = str(getattr(cause, "orig", None) or cause).strip()
-    return f"{type(cause).__name__}: {text.splitlines()[0][:200] if text else ''}"
-
-
-def cause(exc: BaseException) -> str:
-    """Why a storage call failed, as the user would say it (`CAUSES`); else the first
-    line of the error. The driver's own wrappers (Optuna's StorageInternalError,
-    SQLAlchemy's OperationalError) are looked through to the database's message."""
-    inner = exc.__cause__ or exc
-    text = " ".join(str(e) for e in (exc, inner, getattr(inner, "orig", None)) if e is not None)
-    found = next((phrase for needle, phrase in CAUSES if needle in text.lower()), None)
-    return found or _first_line(exc)
-
-
-@contextmanager
-def holding(count: Callable[[], int]) -> Iterator[None]:
-    """While the block runs, `count()` finished results (held by a searcher, not yet in
-    the storage) are added to the count each retry line gives."""
-    _holders.append(count)
-    try:
-        yield
-    finally:
-        _holders.remove(count)
-
-
-def retry_line(exc: BaseException, retry: int, wait_s: float, held: int) -> str:
-    """The line a user reads while a storage call is retried: the cause, when the next
-    attempt comes, and that the results finished meanwhile wait safely (in memory, or
-    in the unsaved file the next launch adds), so none is lost."""
-    kept = f"{held} result{'s' if held != 1 else ''} held, none lost" if held else "no results held"
-    return f"storage unreachable ({cause(exc)}): retry {retry} in {wait_s:g} s; {kept}"
-
-
-def _say(line: str) -> None:
-    """Log `line`, unless the same line was logged less than SAY_ONCE_S ago."""
-    with _said_lock:
-        now = time.monotonic()
-        if line == _last_said[0] and now - _last_said[1] < SAY_ONCE_S:
-            return
-        _last_said[:] = [line, now]
-    log.warning(line)
-
-
-def retrying(call: Callable[[], T]) -> T:
-    """`call()`, retried after RETRY_WAITS_S while it fails with a transient error;
-    StorageUnavailable once they are used up."""
-    for attempt, wait in enumerate((*RETRY_WAITS_S, None), start=1):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - sorted by is_transient
-            if not is_transient(exc):
-                raise
-            if wait is None:
-                raise StorageUnavailable(f"{_first_line(exc)} (after {attempt} attempts)") from exc
-            _say(retry_line(exc, attempt, wait, sum(count() for count in list(_holders))))
-            time.sleep(wait)
-    raise AssertionError("unreachable")
-
 
 def finished_elsewhere(exc: BaseException) -> bool:
     # Optuna raises UpdateFinishedTrialError from the storage, or ValueError("Cannot
@@ -170,7 +58,7 @@ def finished_elsewhere(exc: BaseException) -> bool:
 def fail(study: optuna.Study, trial_id: int, reason: str) -> bool:
     """Mark a live trial FAIL with `reason`; False if it was finished elsewhere first
     (exactly one of several drivers racing to fail it gets True)."""
-    storage = study._storage
+    storage = optuna_internals.storage_of(study)
     try:
         retrying(lambda: storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason[:1000]))
         return retrying(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
@@ -210,14 +98,15 @@ def requeue_interrupted(study: optuna.Study) -> int:
 def withdraw_retry(study: optuna.Study, number: int, replacement: int) -> None:
     """The result of trial `number` arrived after all: fail its queued re-run, if no
     driver has picked it up yet."""
-    storage = study._storage
+    storage = optuna_internals.storage_of(study)
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if waiting.user_attrs.get(RETRY_OF_ATTR) != number:
             continue
+        waiting_id = optuna_internals.trial_id(waiting)
         try:
             # The same claim Optuna's ask uses: only one process turns WAITING into RUNNING.
-            if retrying(lambda: storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)):
-                fail(study, waiting._trial_id, f"withdrawn: trial {number}'s own result was recorded as trial {replacement}")
+            if retrying(lambda: storage.set_trial_state_values(waiting_id, TrialState.RUNNING)):
+                fail(study, waiting_id, f"withdrawn: trial {number}'s own result was recorded as trial {replacement}")
         except UpdateFinishedTrialError:
             pass
 
@@ -243,10 +132,11 @@ def _copy(study: optuna.Study, number: int, params: dict, distributions: dict, v
     )
     for key, value in constraint_values(user_attrs).items():
         copy.set_constraint(key, value)
-    copy._validate()
+    optuna_internals.validate(copy)
     # What Study.add_trial does, keeping the new trial's id.
-    trial_id = retrying(lambda: study._storage.create_new_trial(study._study_id, template_trial=copy))
-    added = study._storage.get_trial(trial_id)
+    storage = optuna_internals.storage_of(study)
+    trial_id = retrying(lambda: storage.create_new_trial(optuna_internals.study_id(study), template_trial=copy))
+    added = storage.get_trial(trial_id)
     if values is not None:
         withdraw_retry(study, number, added.number)
     return added
@@ -267,10 +157,8 @@ def record(
     user attrs. Returns the id of the stored trial holding it (a new one when the
     trial was finished elsewhere), or None when the storage stayed unreachable and the
     outcome went to the `unsaved` file instead."""
-    from search.pruned import REASON_ATTR
-
-    storage = study._storage
-    trial_id = trial._trial_id
+    storage = optuna_internals.storage_of(study)
+    trial_id = optuna_internals.trial_id(trial)
     if reason is not None:
         attrs = {**attrs, (REASON_ATTR if pruned else FAIL_REASON_ATTR): reason[:1000]}
     try:
@@ -297,7 +185,7 @@ def record(
         return trial_id  # it is finished (FAIL) already; nothing is lost by keeping that
     if stored.state == TrialState.COMPLETE and stored.values == list(values):
         return trial_id  # our own tell went through on a connection that then dropped
-    return _copy(study, trial.number, trial.params, trial.distributions, values, attrs)._trial_id
+    return optuna_internals.trial_id(_copy(study, trial.number, trial.params, trial.distributions, values, attrs))
 
 
 # --- outcomes the storage could not take ------------------------------------------

@@ -31,6 +31,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import UsageError
+
 ROLE_TAG = "paretune.role"  # "study" on the parent run, "trial" on a trial's run
 STUDY_TAG = "paretune.study"
 TRIAL_TAG = "paretune.trial"
@@ -48,8 +50,6 @@ PARAM_CHARS, TAG_CHARS, BATCH = 6000, 5000, 100
 
 def check_installed() -> None:
     """Tracking asked for without the extra: one line, before the search starts."""
-    from search.errors import UsageError
-
     try:
         import mlflow  # noqa: F401 - heavy optional extra, imported only to check it is there
     except ImportError:
@@ -241,8 +241,8 @@ class Mirror:
         """The parent run's front: table, knee and trade, hypervolume over trials, plot."""
         from mlflow.entities import Metric
 
-        from search import front_table, plots
-        from search import pareto as fronts
+        from search import front_table, plots  # deferred: plots import matplotlib and plotly
+        from search import pareto as fronts  # deferred: imports torch (the front's describer)
 
         parent = self.parent_id()
         report = fronts.report(self.study)

@@ -21,12 +21,12 @@ import math
 
 from optuna.trial import FrozenTrial
 
+from search.recorded import lookup
+
 MINUS = "\u2212"
 
 
 def _value(trial: FrozenTrial, name: str, objectives) -> float | None:
-    from search.pareto import lookup
-
     value = lookup(trial, name, objectives)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None

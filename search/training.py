@@ -1,4 +1,4 @@
-"""The training loop every trial, fine-tune, teacher and retrain shares, and the
+"""The training loop every trial, fine-tune, once-per-launch model and retrain shares, and the
 contract of a user's own loop.
 
 A user loop (`[train] loop = "my_train.py:fit"`, or `search.launch(train=fit)`) is
@@ -10,18 +10,18 @@ called with keywords:
 - `model` is on `hooks.device`; `train_loader`/`val_loader` yield `(inputs, labels)`
   batches (CPU tensors) of the trial's batch size;
 - `optimizer` and `scheduler` come from the trial's searched params (optimizer, lr,
-  weight decay, schedule); step the scheduler once per batch (its length is
+  weight decay, learning-rate curve); step the scheduler once per batch (its length is
   `epochs * len(train_loader)` steps);
 - `report(epoch, val_accuracy)` after each epoch (epoch counts from 0); it feeds the
   search's per-epoch results;
 - `hooks` (spaces.TrainingHooks) carries what the other dimensions need: per batch
-  `inputs = hooks.transform(inputs)` (augmentation), `loss = hooks.loss(model,
-  inputs, logits, labels)` (label smoothing, distillation, L1), `hooks.after_backward(model)`
+  `inputs = hooks.transform(inputs)` (input transforms), `loss = hooks.loss(model,
+  inputs, logits, labels)` (criterion, loss wrappers, penalties), `hooks.after_backward(model)`
   after `loss.backward()`, `hooks.pause()` between batches; `hooks.end_epoch(epoch)`
-  after each epoch (gradual pruning); `hooks.accuracy(model, val_loader)` measures.
+  after each epoch (epoch hooks); `hooks.accuracy(model, val_loader)` measures.
 
-The same loop runs the fine-tunes after pruning and during QAT (fewer epochs, a tenth
-of the learning rate, constant schedule). A hook the trial needs but the loop never
+The same loop runs the compress stage's fine-tunes (fewer epochs, a tenth of the
+learning rate, a constant learning rate). A hook the trial needs but the loop never
 calls fails the trial with a message naming it, so a loop cannot silently drop a
 searched dimension.
 """
@@ -106,7 +106,7 @@ def fit(
     train_loader = loader(task.train, hooks.batch_size, shuffle=True, seed=seed, workers=workers)
     val_loader = loader(task.val, 512, workers=workers)
     if hooks.make_optimizer is None or hooks.make_scheduler is None:
-        raise ValueError("training needs an optimizer and a schedule (the schedule dimension sets them)")
+        raise ValueError("training needs an optimizer and a scheduler (a dimension's prepare or recipe sets them)")
     optimizer = hooks.make_optimizer(model, lr_scale)
     scheduler = hooks.make_scheduler(optimizer, epochs * len(train_loader), constant_lr)
     run = _Recording(hooks)
@@ -166,13 +166,14 @@ def _loop(model, train_loader, val_loader, optimizer, scheduler, epochs, report,
 
 
 def recipe_hooks(params: dict, device: torch.device | str = "cpu") -> TrainingHooks:
-    """Training hooks of a fixed recipe (optimizer, lr, schedule, batch_size,
-    weight_decay, label_smoothing): for teachers and tests."""
-    from spaces import regularization, schedule
+    """Training hooks of a fixed recipe (the params of the trial's recipe: optimizer,
+    learning rate and its curve, batch size, weight decay, label smoothing): each built-in dimension fills in its part
+    (`Dimension.recipe`). For models trained once per launch, and tests."""
+    import spaces
 
     hooks = TrainingHooks(device=torch.device(device))
-    schedule.recipe(params, hooks)
-    hooks.criterion = regularization.criterion(params)
+    for dimension in spaces.builtins():
+        dimension.recipe(params, hooks)
     return hooks
 
 

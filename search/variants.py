@@ -24,10 +24,11 @@ import math
 
 import optuna
 
+from search import optuna_internals
 from search.errors import UsageError
+from search.records import FIXED_PARAMS_ATTR, TRAINING_ATTR
 
 KEY = "variants"  # in a Tune config: [{"params", "number"}]; in its last result: JSON of their results
-TRAINING_ATTR = "training_trial"  # on every trial of a group: the number of the trial holding the training
 
 
 def shared_params(params: dict, owners: dict) -> dict:
@@ -40,17 +41,17 @@ def ask(study: optuna.Study, fixed: dict) -> optuna.Trial:
     """A new RUNNING trial whose `fixed` params are set and the rest left to the sampler.
     Not `enqueue_trial` + `ask`: a WAITING trial could be taken by another driver, and
     this ask would take whatever is queued."""
-    storage = study._storage
-    trial_id = storage.create_new_trial(study._study_id)
-    storage.set_trial_system_attr(trial_id, "fixed_params", fixed)
-    study._thread_local.cached_all_trials = None  # what `Study.ask` does: sample on fresh trials
+    storage = optuna_internals.storage_of(study)
+    trial_id = storage.create_new_trial(optuna_internals.study_id(study))
+    storage.set_trial_system_attr(trial_id, FIXED_PARAMS_ATTR, fixed)
+    optuna_internals.forget_cached_trials(study)  # what `Study.ask` does: sample on fresh trials
     return optuna.Trial(study, trial_id)
 
 
 def check(spec, plugins=None) -> None:
     """Before Ray starts: every dimension can differ between variants of one training."""
-    import spaces
-    from search.plugins import dimensions
+    import spaces  # deferred: imports torch
+    from search.plugins import dimensions  # deferred: imports torch
 
     if spec.budget.variants_per_training <= 1:
         return

@@ -124,7 +124,7 @@ class _ServeParams(optuna.samplers.BaseSampler):
 
 def check(seed: Seed, spec: StudySpec, task_kind: str, plugins=None) -> Checked:
     """Dry-draw this spec's space with the seed's values (see the module docstring)."""
-    from search.plugins import suggest_params
+    from search.plugins import suggest_params  # deferred: imports torch
 
     sampler = _ServeParams(seed.params)
     study = optuna.create_study(directions=spec.directions, sampler=sampler)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from search.errors import UsageError
+from search.references import load_reference
 
 KEY = "model.weights"
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -42,8 +43,6 @@ def _state_dict(value, source: str) -> dict[str, torch.Tensor]:
 
 def load(source: str) -> dict[str, torch.Tensor]:
     """The state dict `source` names, on the CPU; UsageError naming the file otherwise."""
-    from search.plugins import load_reference
-
     _, sep, name = source.rpartition(":")
     if sep and name.isidentifier() and not Path(source).exists():  # file.py:load or package.module:load
         loader = load_reference(source, KEY)
@@ -93,25 +92,6 @@ def frozen(model: nn.Module) -> nn.Module:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
-
-
-def check(spec, task, plugins) -> None:
-    """Before Ray starts: the weights fit the model built with the baseline's params,
-    or UsageError in one line naming the first mismatched keys or shapes."""
-    # Here, not at the top: search.trial imports this module to load the weights.
-    import spaces
-    from search import baseline
-    from search.plugins import dimensions, suggest_context
-    from search.trial import trial_context
-
-    params = baseline.params(spec, task.kind, plugins)
-    ctx = trial_context(params, task, spec, spec.seed, plugins)
-    active = spaces.active(dimensions(plugins), suggest_context(spec, task.kind, plugins))
-    builder = next(d for d in active if d.stage == "build")
-    model = builder.apply(None, params, ctx)
-    why = mismatch(model, plugins.weights)
-    if why is not None:
-        raise UsageError(f"{KEY}: {spec.weights} does not fit the model built with the baseline params {params_words(params)}: {why}")
 
 
 def params_words(params: dict) -> str:

@@ -21,6 +21,7 @@ from spaces._config import FloatRange, IntRange, Strict, choices, suggest_choice
 from spaces.dimension import (
     Check,
     Dimension,
+    Fact,
     StudyContext,
     SuggestContext,
     TrainingHooks,
@@ -143,6 +144,47 @@ def param_value(params: dict, name: str, dimensions: Iterable[Dimension] = ()):
     return None
 
 
+def untrained_params(params: dict, dimensions: Iterable[Dimension] = ()) -> dict:
+    """The params of a trial's stand-in measured before training: each dimension
+    rewrites its own (`Dimension.untrained_params`)."""
+    out = dict(params)
+    for dimension in list(dimensions) or builtins():
+        out = dict(dimension.untrained_params(out))
+    return out
+
+
+def record(model, runner, params: dict, ctx: TrialContext, dimensions: Iterable[Dimension]) -> dict:
+    """The deployment facts every dimension records for a trial, merged (by name)."""
+    facts: dict = {}
+    for dimension in dimensions:
+        facts.update(dimension.record(model, runner, params, ctx) or {})
+    return facts
+
+
+def facts(dimensions: Iterable[Dimension] = ()) -> dict[str, Fact]:
+    """The facts the dimensions record, by name (`Dimension.facts`; built-ins by default)."""
+    out: dict[str, Fact] = {}
+    for dimension in list(dimensions) or builtins():
+        out.update(dimension.facts)
+    return out
+
+
+def calibration_batches(spec, dimensions: Iterable[Dimension] = ()) -> int:
+    """How many training batches a trial draws for calibration: the most any dimension asks for."""
+    return max((d.calibration_batches(section(spec, d)) for d in list(dimensions) or builtins()), default=0)
+
+
+def study_work(spec, dimensions: Iterable[Dimension] = ()) -> list[str]:
+    """What the dimensions' `prepare_study` does before the first trial, in words."""
+    words = (d.study_work(section(spec, d)) for d in list(dimensions) or builtins())
+    return [w for w in words if w]
+
+
+def needing_training(spec, dimensions: Iterable[Dimension] = ()) -> list[Dimension]:
+    """The dimensions whose section asks for training (a lookup-table task has none)."""
+    return [d for d in list(dimensions) or builtins() if d.needs_training(section(spec, d))]
+
+
 def describe(params: dict, spec, dimensions: Iterable[Dimension], ctx: SuggestContext) -> str:
     """A trial's model in a few words, one per dimension that has something to say."""
     words = [d.describe(params, section(spec, d)) for d in active(dimensions, ctx)]
@@ -154,6 +196,7 @@ __all__ = [
     "Check",
     "DefaultTrial",
     "Dimension",
+    "Fact",
     "FloatRange",
     "IntRange",
     "Strict",
@@ -165,20 +208,26 @@ __all__ = [
     "architecture",
     "augmentation",
     "builtins",
+    "calibration_batches",
     "check_dimension",
     "choices",
     "describe",
     "distillation",
+    "facts",
     "first_line",
     "model",
+    "needing_training",
     "param_value",
     "pruning",
     "quantization",
+    "record",
     "regularization",
     "runtime",
     "schedule",
     "section",
+    "study_work",
     "suggest",
     "suggest_choice",
     "suggest_range",
+    "untrained_params",
 ]

@@ -65,6 +65,13 @@ class Architecture(Dimension):
     def describe(self, params: dict, config) -> str:
         return str(params.get("family", ""))
 
+    def preflight_models(self, config: ArchitectureSpace, ctx: SuggestContext) -> list[dict]:
+        """One model per family the task can take."""
+        return [{"family": f} for f in config.families if ctx.task_kind == "image" or f not in IMAGE_FAMILIES]
+
+    def model_card(self, params: dict, spec) -> dict:
+        return {"source": "built-in", "family": params.get("family")}
+
 
 def _norm(kind: str, channels: int, enabled: bool) -> nn.Module:
     if not enabled:

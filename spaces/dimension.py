@@ -20,6 +20,27 @@ trains its teacher there); what it returns reaches every trial as
 one real model before anything starts, so a choice that cannot work is refused
 up front instead of failing trials.
 
+Besides the pipeline, a dimension says what it contributes around it (every hook has
+a default that does nothing, so a dimension overrides only what it needs):
+
+- `untrained_params(params)`: its params of the stand-in measured before training
+  (search.feasibility): e.g. QAT measured as static int8.
+- `facts` and `record(model, runner, params, ctx) -> dict`: the deployment facts it
+  records with every trial (`quantized`, `runtime`, ...), merged into the trial's
+  metrics under those names; `facts` says how each is kept (exported, on the card,
+  in the pre-training measurement).
+- `preflight_models(config, ctx)`: the fixed params of each model the preflight
+  builds (a build dimension with several model families: one per family).
+- `calibration_batches(config)`: how many training batches it calibrates on
+  (`ctx.calibration()` draws the most any dimension asks for).
+- `recipe(params, hooks)`: how a fixed recipe's params shape the training hooks
+  (teachers, tests: search.training.recipe_hooks).
+- `ship(runner, out_dir)`, `load_shipped(path, fmt, threads)`, `trace_options(params,
+  config)`: how `paretune train` saves, loads back and traces what it deploys.
+- `model_card(params, spec)`: what the model card says about the model it builds.
+- `needs_training(config)` and `study_work(config)`: whether the section asks for
+  training a lookup-table task cannot give, and what `prepare_study` does, in words.
+
 A user dimension subclasses `Dimension` the same way and is named in a spec
 (`[space.custom] dimensions = ["my_dims.py:GradClip"]`, its settings in
 `[space.<name>]`) or passed to `search.launch(..., dimensions=[GradClip()])`:
@@ -193,6 +214,17 @@ class Check:
     fallback: str = ""
 
 
+@dataclass(frozen=True)
+class Fact:
+    """How a fact a dimension records (`Dimension.facts`) is kept with a trial's
+    metrics: `export` copies it into an exported config's attrs, `card` shows it in
+    the model card, `untrained` keeps it in the pre-training measurement too."""
+
+    export: bool = True
+    card: bool = False
+    untrained: bool = False
+
+
 class Dimension:
     """A search dimension. Subclass it, set `name` and `config`, override what you need.
 
@@ -207,6 +239,21 @@ class Dimension:
     - `preflight(model, config, ctx) -> list[Check]`: dry-run every enabled choice on a
       built (untrained) model.
     - `describe(params, config) -> str`: a few words for tables ("cnn", "structured 0.42").
+    - `untrained_params(params) -> dict`: the params measured before training (see
+      the module docstring for this and the hooks below).
+    - `record(model, runner, params, ctx) -> dict`: facts named in `facts`, after the
+      deploy stage (`model`: the deployable torch model; `runner`: it on its runtime).
+    - `preflight_models(config, ctx) -> list[dict]`: fixed params of each model the
+      preflight builds ([]: one model, the space's defaults).
+    - `calibration_batches(config) -> int`: training batches it calibrates on.
+    - `recipe(params, hooks)`: fill `hooks` from a fixed recipe's params.
+    - `ship(runner, out_dir) -> dict | None`: save `runner` where it is this
+      dimension's own artifact in `out_dir` ({"format", "file"}).
+    - `load_shipped(path, fmt, threads) -> (runner, runtime) | None`: load an artifact
+      of a format `ship` wrote.
+    - `trace_options(params, config) -> dict`: options of the shipped TorchScript trace.
+    - `model_card(params, spec) -> dict`: the card's model section (build dimensions).
+    - `needs_training(config) -> bool`, `study_work(config) -> str`.
 
     Class attributes: `name` (the spec section and registry key), `config` (a `Strict`
     pydantic model; its defaults are the section's defaults), `stage` (None when the
@@ -222,6 +269,7 @@ class Dimension:
     aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
     in_baseline: ClassVar[bool] = True
     after_training: ClassVar[bool] = False
+    facts: ClassVar[dict[str, Fact]] = {}
 
     def variant_conflict(self, config) -> str | None:
         """Why variants of one training cannot differ in this dimension under `config`
@@ -248,6 +296,39 @@ class Dimension:
         return []
 
     def describe(self, params: dict, config) -> str:
+        return ""
+
+    def untrained_params(self, params: dict) -> dict:
+        return params
+
+    def record(self, model: nn.Module, runner: nn.Module, params: dict, ctx: TrialContext) -> dict:
+        return {}
+
+    def preflight_models(self, config, ctx: SuggestContext) -> list[dict]:
+        return []
+
+    def calibration_batches(self, config) -> int:
+        return 0
+
+    def recipe(self, params: dict, hooks: TrainingHooks) -> None:
+        return None
+
+    def ship(self, runner: nn.Module, out_dir) -> dict | None:
+        return None
+
+    def load_shipped(self, path, fmt: str, threads: int = 1) -> tuple[nn.Module, str] | None:
+        return None
+
+    def trace_options(self, params: dict, config) -> dict:
+        return {}
+
+    def model_card(self, params: dict, spec) -> dict:
+        return {}
+
+    def needs_training(self, config) -> bool:
+        return False
+
+    def study_work(self, config) -> str:
         return ""
 
     def value(self, params: dict, name: str, default: Any = None) -> Any:
@@ -288,6 +369,8 @@ def check_dimension(dimension: Any) -> Dimension:
         raise ValueError(f"{type(dimension).__name__}.stage must be one of {', '.join(STAGES)} or None, but got {dimension.stage!r}")
     if not (isinstance(dimension.config, type) and issubclass(dimension.config, Strict)):
         raise ValueError(f"{type(dimension).__name__}.config must be a spaces.Strict model")
+    if not isinstance(dimension.facts, dict) or not all(isinstance(f, Fact) for f in dimension.facts.values()):
+        raise ValueError(f"{type(dimension).__name__}.facts must map each recorded name to a spaces.Fact")
     return dimension
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range, within
 from spaces._layers import classifier_of
-from spaces.dimension import Dimension, StudyContext, SuggestContext, TrialContext, register
+from spaces.dimension import Dimension, Fact, StudyContext, SuggestContext, TrialContext, register
 
 
 class DistillationSpace(Strict):
@@ -243,6 +243,7 @@ class Distillation(Dimension):
     config = DistillationSpace
     order = 60
     in_baseline = False
+    facts = {"teacher_source": Fact(export=False)}  # "study", "process" or "weights": where the teacher came from
 
     def suggest(self, trial, config: DistillationSpace, ctx: SuggestContext) -> dict:
         if not config.enabled:
@@ -259,6 +260,15 @@ class Distillation(Dimension):
         if spec.weights is not None:
             return None  # the model loaded from the weights is the teacher (`teacher_for`)
         return prepare_teacher(spec, task, ctx.train)
+
+    def record(self, model: nn.Module, runner: nn.Module, params: dict, ctx: TrialContext) -> dict:
+        return {"teacher_source": ctx.info.get("teacher_source")}
+
+    def needs_training(self, config: DistillationSpace) -> bool:
+        return config.enabled
+
+    def study_work(self, config: DistillationSpace) -> str:
+        return f"training the distillation teacher once ({config.teacher_epochs} epochs)" if config.enabled else ""
 
     def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
         teacher, source = teacher_for(params, ctx)

@@ -105,6 +105,11 @@ class UserModel(Dimension):
             raise RuntimeError("no model factory: give [model] factory in the spec or search.launch(model=...)")
         return build_user_model(ctx.user_model, params, ctx.task.input_shape, ctx.task.n_classes)
 
+    def model_card(self, params: dict, spec) -> dict:
+        """The user's factory and the trial's value of each knob."""
+        knobs = spec.space.model.knobs()
+        return {"source": "user", "factory": spec.model.factory, "knobs": {k: params.get(k) for k in knobs}}
+
     def describe(self, params: dict, config: ModelSpace) -> str:
         searched = [k for k, knob in config.knobs().items() if not isinstance(knob, Fixed) and k in params]
         return " ".join(f"{k}={_short(params[k])}" for k in searched) or "model"

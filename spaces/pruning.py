@@ -224,6 +224,12 @@ class Pruning(Dimension):
             pruner = GradualPruner(model, params["prune_ratio"], ctx.spec.budget.epochs, ctx.task.n_classes)
             ctx.training.epoch_hooks.append(pruner.on_epoch_end)
 
+    def untrained_params(self, params: dict) -> dict:
+        """Gradual pruning is measured before training as its final one-shot sparsity."""
+        if params.get("prune_kind") == "gradual":
+            return {**params, "prune_kind": "unstructured"}
+        return params
+
     def apply(self, model: nn.Module, params: dict, ctx: TrialContext) -> nn.Module:
         kind = params.get("prune_kind", "none")
         model = apply(model, params, ctx.example.to(_device(model)), ctx.task.n_classes)

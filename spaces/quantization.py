@@ -14,6 +14,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from spaces._config import Strict, choices, suggest_choice
-from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
+from spaces.dimension import Check, Dimension, Fact, SuggestContext, TrialContext, first_line, register
 
 
 @contextlib.contextmanager
@@ -43,8 +44,6 @@ with _quiet():
 BACKEND = "x86"
 # Attention blocks do not trace into FX static quantization; they get dynamic or none.
 FAMILY_MODES = {"transformer": ("none", "dynamic")}
-# Layer kinds each mode runs in int8 (the rest stays fp32): for the energy estimate.
-INT8_KINDS = {"static": ("conv", "linear"), "qat": ("conv", "linear"), "dynamic": ("linear",)}
 
 
 class QuantizationSpace(Strict):
@@ -88,6 +87,36 @@ def is_quantized(model: nn.Module) -> bool:
     return any(".quantized" in type(m).__module__ for m in model.modules())
 
 
+@dataclass(frozen=True)
+class Mode:
+    """One quantization mode: `convert(model, example, calibration, fine_tune)` turns a
+    trained float model into the deployable one; `int8_kinds` are the layer kinds it
+    runs in int8 (the rest stays fp32: for the energy estimate); `untrained` is the
+    mode measured in its place before training (None: itself); `on_cpu`: converted on
+    the CPU (torch's int8 kernels are CPU kernels)."""
+
+    convert: Callable[[nn.Module, torch.Tensor, Iterable[torch.Tensor], Callable[[nn.Module], None]], nn.Module]
+    int8_kinds: tuple[str, ...] = ()
+    untrained: str | None = None
+    on_cpu: bool = True
+
+
+# Mode name -> its handler: the one place a mode is defined (like torchao's
+# `quantize_(model, config)` dispatch on its config type).
+MODES: dict[str, Mode] = {
+    "none": Mode(lambda model, example, calibration, fine_tune: model.eval()),
+    "dynamic": Mode(lambda model, example, calibration, fine_tune: quantize_dynamic_int8(model), ("linear",)),
+    "static": Mode(lambda model, example, calibration, fine_tune: quantize_static(model, calibration, example),
+                   ("conv", "linear")),
+    # Observers need no fine-tune to be calibrated: before training QAT is measured as
+    # static int8, which has the same int8 kernels.
+    "qat": Mode(lambda model, example, calibration, fine_tune: quantize_qat(model, example, fine_tune),
+                ("conv", "linear"), untrained="static", on_cpu=False),
+}
+# Layer kinds each mode runs in int8, by mode (from MODES).
+INT8_KINDS = {name: mode.int8_kinds for name, mode in MODES.items() if mode.int8_kinds}
+
+
 def apply(
     model: nn.Module,
     mode: str,
@@ -95,13 +124,8 @@ def apply(
     calibration: Iterable[torch.Tensor] = (),
     fine_tune: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
-    if mode == "dynamic":
-        return quantize_dynamic_int8(model)
-    if mode == "static":
-        return quantize_static(model, calibration, example_input)
-    if mode == "qat":
-        return quantize_qat(model, example_input, fine_tune or (lambda m: None))
-    return model.eval()
+    handler = MODES.get(mode, MODES["none"])
+    return handler.convert(model, example_input, calibration, fine_tune or (lambda m: None))
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:
@@ -116,6 +140,7 @@ class Quantization(Dimension):
     order = 50
     in_baseline = False
     after_training = True
+    facts = {"quantized": Fact(card=True, untrained=True)}
     aliases = {"quant_mode": tuple(f"quant_mode_{family}" for family in FAMILY_MODES)}
 
     def suggest(self, trial, config: QuantizationSpace, ctx: SuggestContext) -> dict:
@@ -134,9 +159,10 @@ class Quantization(Dimension):
             return model.eval()
         config = ctx.settings(self)
         ctx.float_model = copy.deepcopy(model).cpu()
-        ctx.info["int8_kinds"] = INT8_KINDS[mode]
+        handler = MODES[mode]
+        ctx.info["precision_kinds"] = {"int8": handler.int8_kinds}
         return apply(
-            _on_cpu(model) if mode != "qat" else model,
+            _on_cpu(model) if handler.on_cpu else model,
             mode,
             ctx.example,
             calibration=ctx.calibration(),
@@ -175,6 +201,18 @@ class Quantization(Dimension):
 
     def describe(self, params: dict, config) -> str:
         return str(self.value(params, "quant_mode", "none"))
+
+    def untrained_params(self, params: dict) -> dict:
+        handler = MODES.get(params.get("quant_mode"))
+        if handler is None or handler.untrained is None:
+            return params
+        return {**params, "quant_mode": handler.untrained}
+
+    def record(self, model: nn.Module, runner: nn.Module, params: dict, ctx: TrialContext) -> dict:
+        return {"quantized": is_quantized(model)}
+
+    def calibration_batches(self, config: QuantizationSpace) -> int:
+        return config.calibration_batches
 
 
 register(Quantization)

@@ -52,5 +52,9 @@ class Regularization(Dimension):
         if params.get("l1"):
             ctx.training.penalties.append(lambda model: l1_penalty(model, params))
 
+    def recipe(self, params: dict, hooks) -> None:
+        # A fixed recipe's label smoothing; its weight decay reaches the optimizer through `params`.
+        hooks.criterion = criterion(params)
+
 
 register(Regularization)

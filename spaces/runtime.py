@@ -46,7 +46,8 @@ import io
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -56,13 +57,11 @@ from pydantic import Field
 from torch import nn
 
 from spaces._config import Strict, choices, suggest_choice
-from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
+from spaces.dimension import Check, Dimension, Fact, SuggestContext, TrialContext, first_line, register
+from spaces.quantization import MODES as QUANT_MODES
 
-RUNTIMES = ("eager", "torchscript", "onnxruntime")
 # Searched by default: the runtimes `paretune train` ships (model.pt, model.onnx).
 DEFAULT_RUNTIMES = ["torchscript", "onnxruntime"]
-# Runtimes each quantization mode can run on; missing modes allow every runtime.
-MODE_RUNTIMES = {"qat": ("eager", "torchscript")}
 
 
 class RuntimeSpace(Strict):
@@ -229,35 +228,44 @@ def _preprocess(source: Path, target: Path) -> Path:
     return target
 
 
+def _ort_dynamic(source: Path, target: Path, tmp: Path, model_bytes: bytes, calibration: Iterable[torch.Tensor]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source.write_bytes(gemm_to_matmul(model_bytes))
+    quantize_dynamic(_preprocess(source, tmp / "pre.onnx"), target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+def _ort_static(source: Path, target: Path, tmp: Path, model_bytes: bytes, calibration: Iterable[torch.Tensor]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("static quantization needs calibration batches")
+    source.write_bytes(model_bytes)
+    quantize_static(
+        _preprocess(source, tmp / "pre.onnx"),
+        target,
+        _calibration_reader(batches),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+
+
+# Quantization mode -> ONNX Runtime's own int8 quantization of the float export.
+ORT_QUANTIZERS = {"dynamic": _ort_dynamic, "static": _ort_static}
+
+
 def quantize_onnx(model_bytes: bytes, mode: str, calibration: Iterable[torch.Tensor] = ()) -> bytes:
     """ONNX Runtime's own int8 quantization of a float ONNX model."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
     with tempfile.TemporaryDirectory(prefix="paretune-ort-") as tmp, _quiet_root_logger():
         tmp = Path(tmp)
         source, target = tmp / "float.onnx", tmp / "int8.onnx"
         try:
-            if mode == "dynamic":
-                source.write_bytes(gemm_to_matmul(model_bytes))
-                quantize_dynamic(
-                    _preprocess(source, tmp / "pre.onnx"), target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
-                )
-            elif mode == "static":
-                batches = list(calibration)
-                if not batches:
-                    raise ValueError("static quantization needs calibration batches")
-                source.write_bytes(model_bytes)
-                quantize_static(
-                    _preprocess(source, tmp / "pre.onnx"),
-                    target,
-                    _calibration_reader(batches),
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                )
-            else:
+            if mode not in ORT_QUANTIZERS:
                 raise ValueError(f"no ONNX Runtime quantization for mode {mode!r}")
+            ORT_QUANTIZERS[mode](source, target, tmp, model_bytes, calibration)
         except Exception as exc:  # noqa: BLE001
             raise RuntimeUnavailable(f"runtime onnxruntime: {mode} int8 quantization failed: {first_line(exc)}") from exc
         return target.read_bytes()
@@ -338,15 +346,51 @@ def to_onnxruntime(
     calibration: Iterable[torch.Tensor] = (),
     opset: int = 17,
 ) -> OrtModule:
-    if quant_mode == "qat":
+    if quant_mode not in ("none", *ORT_QUANTIZERS):
         raise RuntimeUnavailable("runtime onnxruntime: a QAT model has no ONNX Runtime form here; use eager or torchscript")
     model_bytes = export_onnx(float_model, example, opset)
-    if quant_mode in ("dynamic", "static"):
+    if quant_mode in ORT_QUANTIZERS:
         model_bytes = quantize_onnx(model_bytes, quant_mode, calibration)
     return OrtModule(model_bytes, threads, quant_mode)
 
 
 # --- the dimension ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One runtime: `deploy(model, float_model, example, options)` brings the trial's
+    model to it (`model`: the deployable torch model, int8 where quantized;
+    `float_model`: the same before quantization; `options`: quant_mode, threads,
+    calibration, opset, optimize); `quant_modes`: the quantization modes it can run
+    (None: every one)."""
+
+    deploy: Callable[[nn.Module, nn.Module, torch.Tensor, dict], nn.Module]
+    quant_modes: tuple[str, ...] | None = None
+
+    def takes(self, quant_mode: str) -> bool:
+        return self.quant_modes is None or quant_mode in self.quant_modes
+
+
+# Runtime name -> its handler: the one place a runtime is defined.
+RUNNERS: dict[str, Runner] = {
+    "eager": Runner(lambda model, float_model, example, options: model.eval()),
+    "torchscript": Runner(lambda model, float_model, example, options: to_torchscript(
+        model, example, optimize=options.get("optimize", False))),
+    "onnxruntime": Runner(
+        lambda model, float_model, example, options: to_onnxruntime(
+            float_model, example, quant_mode=options.get("quant_mode", "none"), threads=options.get("threads", 1),
+            calibration=options.get("calibration", ()), opset=options.get("opset", 17)),
+        quant_modes=("none", *ORT_QUANTIZERS),
+    ),
+}
+RUNTIMES = tuple(RUNNERS)
+# Runtimes each quantization mode can run on (from RUNNERS); missing modes allow every runtime.
+MODE_RUNTIMES = {
+    mode: tuple(name for name, runner in RUNNERS.items() if runner.takes(mode))
+    for mode in QUANT_MODES
+    if not all(runner.takes(mode) for runner in RUNNERS.values())
+}
 
 
 def apply(
@@ -364,14 +408,12 @@ def apply(
     where quantized), `float_model` the same before quantization (ONNX Runtime
     quantizes that one itself)."""
     name = params.get("runtime", "eager")
-    mode = params.get("quant_mode", "none")
-    if name == "eager":
-        return model.eval()
-    if name == "torchscript":
-        return to_torchscript(model, example, optimize=optimize)
-    if name == "onnxruntime":
-        return to_onnxruntime(float_model, example, quant_mode=mode, threads=threads, calibration=calibration, opset=opset)
-    raise RuntimeUnavailable(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+    runner = RUNNERS.get(name)
+    if runner is None:
+        raise RuntimeUnavailable(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+    options = {"quant_mode": params.get("quant_mode", "none"), "threads": threads, "calibration": calibration,
+               "opset": opset, "optimize": optimize}
+    return runner.deploy(model, float_model, example, options)
 
 
 def check_trace(model: nn.Module, example: torch.Tensor) -> None:
@@ -387,6 +429,7 @@ def check_trace(model: nn.Module, example: torch.Tensor) -> None:
 
 
 KEY = "space.runtime.runtimes"
+ONNX_FILE = "model.onnx"  # what `paretune train` ships for an ONNX Runtime trial
 
 
 class Runtime(Dimension):
@@ -396,6 +439,9 @@ class Runtime(Dimension):
     order = 80
     in_baseline = False
     after_training = True
+    # int8_kernels: int8 kernels in the graph the runtime executes (after freezing /
+    # graph optimization); 0 means the deployed model computes in float.
+    facts = {"runtime": Fact(card=True, untrained=True), "int8_kernels": Fact(card=True)}
     aliases = {"runtime": tuple(f"runtime_{mode}" for mode in MODE_RUNTIMES)}
 
     def suggest(self, trial, config: RuntimeSpace, ctx: SuggestContext) -> dict:
@@ -430,7 +476,7 @@ class Runtime(Dimension):
         model = copy.deepcopy(model).cpu().eval()
         with torch.no_grad():
             expected = model(ctx.example)
-        modes = [m for m in ctx.spec.space.quantization.modes if m in ("dynamic", "static")]
+        modes = [m for m in ctx.spec.space.quantization.modes if m in ORT_QUANTIZERS]
         checks = []
         for name in config.runtimes:
             if name == "eager":
@@ -459,6 +505,30 @@ class Runtime(Dimension):
     def describe(self, params: dict, config) -> str:
         # No runtime param with the dimension on: a trial left on eager PyTorch (the baseline).
         return str(self.value(params, "runtime", "eager" if config.enabled else ""))
+
+    def record(self, model: nn.Module, runner: nn.Module, params: dict, ctx: TrialContext) -> dict:
+        return {"runtime": params.get("runtime", "eager"), "int8_kernels": int8_kernels(runner)}
+
+    def ship(self, runner: nn.Module, out_dir) -> dict | None:
+        """An ONNX Runtime trial ships the very model it was measured on (`model.onnx`);
+        any other trial leaves no stale `model.onnx` from an earlier run."""
+        path = Path(out_dir) / ONNX_FILE
+        if not isinstance(runner, OrtModule):
+            path.unlink(missing_ok=True)
+            return None
+        runner.save(path)
+        return {"format": "onnx", "file": ONNX_FILE}
+
+    def load_shipped(self, path, fmt: str, threads: int = 1) -> tuple[nn.Module, str] | None:
+        if fmt == "onnx":
+            return OrtModule(Path(path).read_bytes(), threads), "onnxruntime"
+        if fmt == "torchscript":
+            return torch.jit.load(str(path)), "torchscript"
+        return None
+
+    def trace_options(self, params: dict, config: RuntimeSpace) -> dict:
+        """The shipped TorchScript has optimize_for_inference where the trial's had it."""
+        return {"optimize": params.get("runtime") == "torchscript" and bool(config.torchscript_optimize)}
 
 
 def artifact_kb(runner: nn.Module) -> float | None:

@@ -96,5 +96,8 @@ class Schedule(Dimension):
     def prepare(self, model: nn.Module, params: dict, ctx: TrialContext) -> None:
         recipe(params, ctx.training)
 
+    def recipe(self, params: dict, hooks) -> None:
+        recipe(params, hooks)
+
 
 register(Schedule)

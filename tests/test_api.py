@@ -107,6 +107,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_python_api_with_callables_end_to_end(tmp_path):
     script = tmp_path / "user_search.py"
@@ -143,3 +144,45 @@ def test_python_api_with_callables_end_to_end(tmp_path):
     assert trained.returncode == 0, trained.stderr[-2000:]
     card = json.loads((tmp_path / "cli_model" / "model_card.json").read_text())
     assert card["model"]["factory"] == f"{script}:build" and card["params"] == tomllib.loads(config.read_text())["params"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_python_api_prints_the_summary_the_cli_prints(tmp_path, ray_local):
+    """`search.launch(..., verbose=)` reports the search as `paretune launch` does: its
+    start, a line per trial, and the same closing lines (the front, its knee, the
+    hypervolume, the export command) that `paretune launch` prints for the study."""
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import search
+    from search.cli import app, console
+    from tests.conftest import tiny_spec_dict, write_toml
+
+    spec = write_toml(tmp_path / "same.toml", tiny_spec_dict(name="same", budget={"trials": 2, "concurrency": 2}))
+    url = f"sqlite:///{tmp_path / 'same.db'}"
+    shown = io.StringIO()
+    told = []
+    study = search.launch(spec, storage=url, verbose=Console(file=shown, width=console.width), on_told=told.append)
+    api = shown.getvalue()
+    assert len(told) == 2 and sum(t.state.name == "COMPLETE" for t in study.trials) == 2
+    assert "starting study same (accuracy max, latency_ms min, energy_mj min)" in api
+    assert all(f"trial {t.number:>4} COMPLETE" in api for t in told)
+    assert "this run stored 2 trials in " in api and ": 2 COMPLETE, 0 FAIL, 0 PRUNED" in api
+
+    # The CLI on the same study (Ray is up: --address auto joins it): nothing left to run, the same closing lines.
+    result = CliRunner().invoke(app, ["launch", str(spec), "--storage", url, "--address", "auto"])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "this run stored 0 trials in " in result.output
+
+    def closing(text: str) -> list[str]:
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("this run stored "))
+        return lines[start + 1:]
+
+    assert closing(api) == closing(result.output)
+    assert any(line.startswith(f"study same: 2/2 COMPLETE in {url}; ") for line in closing(api))
+    assert any(line.startswith("export the knee (trial ") and line.endswith(f"paretune export same --storage {url} --out same-best.toml")
+               for line in closing(api))

@@ -9,7 +9,7 @@ import torch
 from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
 
-from search import baseline, pareto, weights
+from search import baseline, pareto, preflight, weights
 from search.errors import UsageError
 from search.spec import from_dict
 from tests.conftest import run_cli, tiny_spec_dict, write_toml
@@ -155,11 +155,11 @@ def test_weights_of_a_built_in_family_fit_its_baseline_model_and_a_misfit_is_ref
     builder = next(d for d in dimensions(None) if d.stage == "build" and d.active(suggest_context(spec, task.kind)))
     model = builder.apply(None, params, trial_context(params, task, spec, 0, Plugins()))
     spec_w = spec.model_copy(update={"model": ModelSource(weights="mlp.pt")})
-    weights.check(spec_w, task, Plugins(weights=model.state_dict()))  # fits: no error
+    preflight.check_weights(spec_w, task, Plugins(weights=model.state_dict()))  # fits: no error
     narrower = from_dict(tiny_spec_dict(baseline={"params": {"family": "mlp", "width": 8, "depth": 1}}))
     with pytest.raises(UsageError, match=r"^model.weights: mlp.pt does not fit the model built with the baseline params "
                                          r"\(family=mlp, width=8, .*\): .* in the weights but .* in the model"):
-        weights.check(narrower.model_copy(update={"model": ModelSource(weights="mlp.pt")}), task,
+        preflight.check_weights(narrower.model_copy(update={"model": ModelSource(weights="mlp.pt")}), task,
                       Plugins(weights=model.state_dict()))
 
 

@@ -17,6 +17,7 @@ def test_unknown_benchmark_is_a_usage_error(capsys):
     assert "unknown benchmark" in capsys.readouterr().err
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_mode_produces_every_table_with_finite_figures(ray_local, tmp_path):

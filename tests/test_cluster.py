@@ -86,6 +86,9 @@ def _launch(cluster, tmp_path, name: str, storage: str, **overrides):
     return done
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'spread.db'}"
     # Trials long enough (6 epochs) that the second node's first worker (~10 s to start:
@@ -102,6 +105,9 @@ def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
         assert t.user_attrs["measured_on"] == t.user_attrs["node_id"]
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_measure_on_pins_measurement_to_the_edge_node(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'edge.db'}"
     _launch(cluster, tmp_path, "edge", url, budget={"trials": 4, "concurrency": 2, "epochs": 6},
@@ -115,6 +121,9 @@ def test_measure_on_pins_measurement_to_the_edge_node(cluster, tmp_path):
     assert all(t.user_attrs["latency_ms"] > 0 and t.values[1] == t.user_attrs["latency_ms"] for t in trials)
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_measure_on_a_resource_no_node_has_stops_with_one_line(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'none.db'}"
     spec = write_toml(tmp_path / "nogpu.toml", tiny_spec_dict(name="nogpu", resources={"measure_on": "jetson"}))
@@ -127,6 +136,9 @@ def test_measure_on_a_resource_no_node_has_stops_with_one_line(cluster, tmp_path
     assert not optuna.get_all_study_summaries(url)  # nothing written
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_submitted_job_runs_the_search_on_the_head(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'job.db'}"  # absolute: the job's working dir is temporary
     spec = write_toml(tmp_path / "job.toml", tiny_spec_dict(name="job", budget={"trials": 3, "concurrency": 2, "epochs": 2}))
@@ -143,6 +155,9 @@ def test_submitted_job_runs_the_search_on_the_head(cluster, tmp_path):
     assert job_id in shown.stdout and "SUCCEEDED" in shown.stdout and "COMPLETE=3" in shown.stdout
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster, tmp_path):
     import subprocess
     import sys
@@ -182,6 +197,9 @@ def test_a_stopped_job_stores_its_running_trials_and_says_how_to_resume(cluster,
     assert [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("interrupted")]
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_submit_refuses_a_relative_storage_path(cluster, tmp_path):
     spec = write_toml(tmp_path / "rel.toml", tiny_spec_dict(name="rel"))
     done = run_cli("submit", str(spec), "--address", cluster.dashboard_url, "--storage", "sqlite:///rel.db", env=cluster.env())

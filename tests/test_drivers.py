@@ -34,7 +34,7 @@ from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
 from tests.test_faults import FAST, start_driver, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def load(url: str, name: str) -> optuna.Study:
@@ -117,7 +117,8 @@ def start_drivers(count: int, url: str, name: str, budget: int, log: Path, clust
                              stderr=subprocess.STDOUT, text=True, start_new_session=True) for i in range(count)]
 
 
-@pytest.mark.parametrize("backend, drivers", [("postgresql", 8), ("sqlite", 4)])
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend, drivers", [pytest.param("postgresql", 8, marks=pytest.mark.postgres), ("sqlite", 4)])
 def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'many.db'}"
     name, budget, log = f"many-{backend}", 60, tmp_path / "results.jsonl"

@@ -18,7 +18,7 @@ from search.spec import from_dict
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 from tests.test_faults import kill_group, start_driver, states, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 MLP = {"families": ["mlp"], "width": [8, 32], "depth": [1, 2]}
 

@@ -16,6 +16,7 @@ from tests.conftest import ROOT, run_cli
 EXAMPLE = ROOT / "examples" / "own_model"
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_own_model_example_walkthrough(tmp_path):
     for name in ("spec.toml", "model.py", "make_images.py"):

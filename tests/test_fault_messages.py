@@ -2,7 +2,7 @@
 
 - A storage that goes away (a PostgreSQL server stopped for a few seconds mid-search):
   `storage unreachable (CAUSE): retry N in W s; K results held, none lost`, on stderr,
-  never Python's `WARNING:search.tell:` form.
+  never Python's `WARNING:search.outages:` form.
 - A worker node lost (its raylet and trial workers killed mid-trial, on a 2-node
   loopback cluster):
   `node HOST lost: trial N re-runs elsewhere; its Ray logs: DIR`, without Ray's
@@ -29,7 +29,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from search import cluster, tell
+from search import cluster
+from search import outages
 from search.node_loss import lost_line
 from search.storage import open_storage
 from tests.conftest import ROOT, _pg_bin, run_cli, tiny_spec_dict, write_toml
@@ -71,18 +72,18 @@ CAUSES = [
 
 @pytest.mark.parametrize("message,phrase", CAUSES, ids=[p for _, p in CAUSES])
 def test_a_storage_failure_is_said_in_a_few_words(message, phrase):
-    assert tell.cause(_operational(message)) == phrase
+    assert outages.cause(_operational(message)) == phrase
     # Optuna wraps a failed commit: the cause under it is what is said.
     wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit")
     wrapped.__cause__ = _operational(message)
-    assert tell.cause(wrapped) == phrase
+    assert outages.cause(wrapped) == phrase
 
 
 def test_the_retry_line_counts_the_results_held():
     refused = _operational("Connection refused")
-    assert tell.retry_line(refused, 7, 30.0, 2) == "storage unreachable (connection refused): retry 7 in 30 s; 2 results held, none lost"
-    assert tell.retry_line(refused, 1, 0.5, 1).endswith("retry 1 in 0.5 s; 1 result held, none lost")
-    assert tell.retry_line(refused, 1, 0.5, 0).endswith("; no results held")
+    assert outages.retry_line(refused, 7, 30.0, 2) == "storage unreachable (connection refused): retry 7 in 30 s; 2 results held, none lost"
+    assert outages.retry_line(refused, 1, 0.5, 1).endswith("retry 1 in 0.5 s; 1 result held, none lost")
+    assert outages.retry_line(refused, 1, 0.5, 0).endswith("; no results held")
 
 
 def test_a_real_retry_logs_the_line_with_what_the_searchers_hold(tmp_path, caplog):
@@ -98,25 +99,25 @@ def test_a_real_retry_logs_the_line_with_what_the_searchers_hold(tmp_path, caplo
         path.write_text("here")
         return (tmp_path / "missing" / "file").read_text()  # FileNotFoundError, an OSError
 
-    with tell.holding(lambda: 2), tell.holding(lambda: 1):
-        assert tell.retrying(call) == "here"
-    (record,) = [r for r in caplog.records if r.name == "search.tell"]
+    with outages.holding(lambda: 2), outages.holding(lambda: 1):
+        assert outages.retrying(call) == "here"
+    (record,) = [r for r in caplog.records if r.name == "search.outages"]
     assert record.getMessage() == (
         f"storage unreachable (FileNotFoundError: [Errno 2] No such file or directory: '{tmp_path / 'missing' / 'file'}'): "
         "retry 1 in 0.5 s; 3 results held, none lost"
     )
-    assert not tell._holders
+    assert not outages._holders
 
 
 def test_calls_failing_together_say_it_once(tmp_path, caplog):
     """Two storage calls meeting one fault at once (a tell, a count) give one line."""
     path = tmp_path / "late"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        calls = [pool.submit(tell.retrying, path.read_text) for _ in range(2)]  # FileNotFoundError until it exists
+        calls = [pool.submit(outages.retrying, path.read_text) for _ in range(2)]  # FileNotFoundError until it exists
         time.sleep(0.2)
         path.write_text("here")
         assert [call.result() for call in calls] == ["here", "here"]
-    assert len([r for r in caplog.records if r.name == "search.tell"]) == 1
+    assert len([r for r in caplog.records if r.name == "search.outages"]) == 1
 
 
 def test_the_token_hint_names_where_the_token_came_from(monkeypatch, tmp_path):
@@ -167,6 +168,8 @@ def _killed(proc: subprocess.Popen) -> str:
     return proc.stdout.read()[-3000:]
 
 
+@pytest.mark.ray
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_a_stopped_postgresql_is_said_as_retries_and_the_search_completes(tmp_path, postgres_url):
     storage = open_storage(postgres_url)
@@ -216,6 +219,8 @@ def two_nodes():
         nodes.stop()
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
 @pytest.mark.slow
 def test_a_refused_token_stops_the_launch_at_once_with_one_line(two_nodes, tmp_path):
     wrong = tmp_path / "other_token"
@@ -259,6 +264,8 @@ def _training(raylet: psutil.Process) -> bool:
     return any(sum(p.cpu_times()[:2]) - cpu > 0.25 for p, cpu in zip(actors, before))
 
 
+@pytest.mark.ray
+@pytest.mark.cluster
 @pytest.mark.slow
 def test_a_lost_node_is_one_line_and_its_trial_runs_elsewhere(two_nodes, tmp_path):
     url = f"sqlite:///{tmp_path / 'node.db'}"

@@ -78,6 +78,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 KILL_POINTS = [0, 3, 5]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_kill_driver_repeatedly_then_resume_converges(tmp_path):
     spec = fault_spec(tmp_path, "killed")
     url = f"sqlite:///{tmp_path / 'kill.db'}"
@@ -145,6 +147,7 @@ def worker_pids() -> set[int]:
     return pids
 
 
+@pytest.mark.ray
 def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
     from search.launcher import launch
 
@@ -182,6 +185,7 @@ def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
 STOPS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("signum,code", STOPS, ids=[signal.Signals(s).name for s, _ in STOPS])
 def test_a_stop_signal_stops_cleanly_and_says_how_to_resume(tmp_path, signum, code):
     import psutil

@@ -14,6 +14,8 @@ from search.launcher import launch
 from search.spec import from_dict
 from tests.conftest import tiny_spec_dict
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def finished_study(ray_local, tmp_path_factory):

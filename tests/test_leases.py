@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import lease, tell
+from search import lease, outages, tell
 from search.launcher import open_study
 from search.searcher import AskTellSearcher, reconcile_running
 from search.spec import from_dict
@@ -180,7 +180,7 @@ def test_budget_counts_every_drivers_trials(tmp_path):
 def locked_sqlite(tmp_path, monkeypatch):
     """A study on a SQLite file whose connections wait only 0.2 s for a lock, and a way
     to hold the file's write lock from another connection for a while."""
-    monkeypatch.setattr(tell, "RETRY_WAITS_S", (0.3,) * 8)
+    monkeypatch.setattr(outages, "RETRY_WAITS_S", (0.3,) * 8)
     path = tmp_path / "locked.db"
     storage = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 0.2}})
     study = optuna.create_study(study_name="shared", storage=storage, directions=["maximize", "minimize", "minimize"])
@@ -238,7 +238,7 @@ def test_result_of_a_trial_failed_elsewhere_is_kept_in_a_new_trial(tmp_path):
 def test_unreachable_storage_keeps_the_result_for_the_next_launch(locked_sqlite, tmp_path, monkeypatch):
     study, spec, storage, hold = locked_sqlite
     monkeypatch.setenv("PARETUNE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(tell, "RETRY_WAITS_S", (0.1, 0.1))
+    monkeypatch.setattr(outages, "RETRY_WAITS_S", (0.1, 0.1))
     unsaved = tell.unsaved_path("shared", "sqlite:///locked.db")
     searcher = AskTellSearcher(study, spec, "image", budget=4, max_failed=4, unsaved=unsaved)
     searcher.suggest("t")

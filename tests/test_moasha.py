@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from search import feasibility, moasha
-from search.moasha import crowding, decide, milestones, nondominated_ranks
+from search.dominance import crowding, nondominated_ranks
+from search.moasha import decide, milestones
 from search.spec import Constraint
 
 

@@ -110,6 +110,7 @@ def test_cli_rejects_default_objectives_with_exit_2(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.ray
 def test_launch_six_trials_through_ray(ray_local, tmp_path):
     from search.launcher import launch
 

@@ -34,6 +34,7 @@ def test_plain_optuna_runs_two_trials(tmp_path):
     assert not any(run.low_fidelity)  # every trial trains to the end
 
 
+@pytest.mark.ray
 def test_ray_tune_stock_runs_two_trials_and_flags_stopped_ones(ray_local, tmp_path):
     run = smoke("Ray Tune stock", tmp_path)
     assert run.trials == 2 and run.complete >= 1
@@ -48,6 +49,7 @@ def test_syne_tune_moasha_runs_two_trials(tmp_path):
     assert run.complete >= 2
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("way", ["paretune default", "paretune auto"])
 def test_paretune_runs_its_budget(ray_local, tmp_path, way):
     run = smoke(way, tmp_path)

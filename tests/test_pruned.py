@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from search import pruned, tell
+from search import outages
 from search.launcher import open_study
 from search.moasha import MOASHAScheduler
 from search.searcher import AskTellSearcher
@@ -76,7 +77,7 @@ def test_a_pruned_outcome_the_storage_would_not_take_is_replayed_pruned(tmp_path
     (live,) = searcher.live.values()
 
     def unavailable(*args, **kwargs):
-        raise tell.StorageUnavailable("OperationalError: database is locked (after 8 attempts)")
+        raise outages.StorageUnavailable("OperationalError: database is locked (after 8 attempts)")
 
     monkeypatch.setattr(tell, "retrying", unavailable)
     searcher.stop_as("t", "dominated at rung epoch 1", pruned=True)

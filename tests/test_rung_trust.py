@@ -188,6 +188,7 @@ def test_auto_falls_back_to_none_where_nothing_can_be_judged():
 # --- a real search ----------------------------------------------------------------------
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_an_auto_search_judges_only_at_trusted_rungs(ray_local, tmp_path):
     from search import pareto, pruned

@@ -85,6 +85,7 @@ def test_cpu_flags_name_what_the_machine_has():
     assert hardware.describe()["cpu_flags"] == hardware.cpu_flags()
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_default_digits_search_measures_and_ships_the_same_runtime(ray_local, tmp_path):
     """The default study (studies/digits.toml, its space untouched; a smaller budget):

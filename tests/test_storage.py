@@ -33,10 +33,13 @@ def _search_and_resume(url: str, name: str) -> None:
     assert again.complete == 4 and len(trials) == 4  # one more, the first three untouched
 
 
+@pytest.mark.ray
+@pytest.mark.postgres
 def test_search_on_postgresql(ray_local, postgres_url):
     _search_and_resume(postgres_url, "pg")
 
 
+@pytest.mark.ray
 def test_search_on_journal_file(ray_local, tmp_path):
     url = f"journal:///{tmp_path / 'trials.log'}"
     _search_and_resume(url, "journal")

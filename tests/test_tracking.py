@@ -127,6 +127,7 @@ def test_a_trial_run_holds_its_values_attrs_state_and_node():
 # --- drivers, resume, outage ------------------------------------------------------------
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_two_drivers_and_a_resume_log_each_trial_once(server, tmp_path):
     url, name = f"sqlite:///{tmp_path / 'two.db'}", "tracked-two"
@@ -165,6 +166,7 @@ def test_two_drivers_and_a_resume_log_each_trial_once(server, tmp_path):
     print(f"\n2 drivers + a resume on one study: {len(finished)} finished trials, {len(runs)} trial runs, 1 study run")
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_a_server_down_at_the_start_is_one_notice_and_the_runs_catch_up(tmp_path):
     root = tmp_path / "late"
@@ -202,6 +204,7 @@ def test_a_server_down_at_the_start_is_one_notice_and_the_runs_catch_up(tmp_path
 # --- export, train, the dashboard --------------------------------------------------------
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_export_and_train_log_register_and_attach(server, tmp_path):
     data = tiny_spec_dict(name="tracked-cli", budget={"trials": 3, "concurrency": 1, "epochs": 2, "early_stopping": "none"})

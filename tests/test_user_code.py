@@ -194,6 +194,7 @@ def test_preflight_table_and_drop_unsupported(tmp_path):
     assert {c.choice for c in report.dropped} == {"static", "torchscript", "onnxruntime"}
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_drop_unsupported_launch_runs_without_the_refused_choices(ray_local, tmp_path):
     spec = from_dict(user_spec(**BRANCHY, name="branchy", budget={"trials": 3, "concurrency": 2, "epochs": 1}))

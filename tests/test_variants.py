@@ -34,6 +34,7 @@ def variant_study(ray_local, tmp_path_factory):
     return summary, optuna.load_study(study_name="variants", storage=f"sqlite:///{db}"), told
 
 
+@pytest.mark.ray
 def test_variants_share_one_training_and_differ_only_after_it(variant_study):
     summary, study, told = variant_study
     trials = study.get_trials()
@@ -56,6 +57,7 @@ def test_variants_share_one_training_and_differ_only_after_it(variant_study):
     assert len(groups[0]) == 4
 
 
+@pytest.mark.ray
 def test_a_variant_retrained_alone_is_the_same_model(variant_study):
     from search.data import load_task
     from search.plugins import suggest_params
@@ -70,6 +72,7 @@ def test_a_variant_retrained_alone_is_the_same_model(variant_study):
     assert result.metrics.accuracy == pytest.approx(variant.values[0], abs=0.02)
 
 
+@pytest.mark.ray
 def test_the_end_summary_counts_trainings_and_variants(variant_study):
     _, study, _ = variant_study
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -108,6 +111,7 @@ def test_gradual_pruning_cannot_vary_between_variants():
     variants.check(from_dict(tiny_spec_dict(budget={"variants_per_training": 1}, space={"pruning": {"kinds": ["gradual"]}})))
 
 
+@pytest.mark.ray
 def test_kill_9_during_variants_then_resume_loses_nothing_and_counts_nothing_twice(tmp_path):
     import subprocess
     import sys

@@ -88,6 +88,7 @@ def test_bad_enqueue_file_stops_before_ray_and_storage(tmp_path, exported_params
     assert result.returncode == 2 and "no [params] table" in result.stderr
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_launching_an_exported_config_runs_it_first_in_a_new_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'warm.db'}"
