@@ -48,9 +48,9 @@ def main() -> None:
     import torch
 
     from objectives import latency
-    from search.data import load_task
-    from search.spec import from_dict
-    from search.training import train_recipe
+    from search.core.spec import from_dict
+    from search.tasks.data import load_task
+    from search.trial.training import train_recipe
     from spaces import architecture
 
     if args.threads:

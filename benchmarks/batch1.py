@@ -84,7 +84,7 @@ def paired_speedup(base: list[float], other: list[float]) -> float:
 
 def rows(label: str, float_model: nn.Module, task, peaks: dict[str, float], rounds: int, repeats: int) -> list[list]:
     from objectives import accuracy, complexity
-    from search.data import calibration_batches, example_inputs, loader
+    from search.tasks.task import calibration_batches, example_inputs, loader
     from spaces.runtime import int8_kernels
 
     example = example_inputs(task.train)

@@ -57,7 +57,7 @@ def machine() -> dict:
     import ray
     import torch
 
-    from search.hardware import cpu_flags, cpu_model
+    from search.trial.hardware import cpu_flags, cpu_model
 
     return {
         "cpu": cpu_model(),
@@ -79,7 +79,7 @@ def cv(values: list[float]) -> float:
 @contextlib.contextmanager
 def ray_session():
     """A local Ray for the benchmarks that need one; shut down after unless it was already up."""
-    from search.launcher import init_ray
+    from search.driver.launcher import init_ray
 
     started = init_ray(None)
     try:

@@ -3,7 +3,7 @@ unpruned model of the same architecture, trained the same way; then batch-1 late
 of three architectures on every runtime and precision a trial can ship, beside the
 machine's measured peak.
 
-Every compression row is one `search.trial.run_pipeline` call with a fixed params
+Every compression row is one `search.trial.pipeline.run_pipeline` call with a fixed params
 dict (same architecture, recipe and seed; only `prune_*` / `quant_mode` differ),
 deployed on TorchScript (the runtime every quantization mode, QAT included, ships on),
 accuracy on the test split. Pruning rows fine-tune with the default budget
@@ -56,7 +56,7 @@ def settings(quick: bool) -> dict:
 
 
 def spec_for(size: dict, name: str = "compression", finetune: int | str = "auto"):
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     return from_dict(
         {
@@ -72,7 +72,7 @@ def spec_for(size: dict, name: str = "compression", finetune: int | str = "auto"
 def evaluate(params: dict, task, spec, batch_repeats: int):
     """One pipeline run: its metrics on the test split plus batch-64 latency, and the result."""
     from objectives import latency
-    from search.trial import run_pipeline
+    from search.trial.pipeline import run_pipeline
 
     result = run_pipeline(params, task, spec, seed=spec.seed, split="test")
     with latency.exclusive():
@@ -86,9 +86,9 @@ def knee_of_search(size: dict, task) -> tuple[dict, str]:
     picked by the default export rule, and what that knee trades."""
     import optuna
 
-    from search import pareto as front
-    from search.launcher import launch
-    from search.plugins import suggest_params
+    from search.driver.launcher import launch
+    from search.results import pareto as front
+    from search.tasks.plugins import suggest_params
 
     spec = spec_for(size, name="compression-search")
     with tempfile.TemporaryDirectory(prefix="paretune-bench-") as scratch:
@@ -183,7 +183,7 @@ def compression_table(size: dict, task, cpu: str) -> tuple[Table, dict]:
 
 def batch1_table(size: dict, task, cnn_model, cpu: str, flags: str, peaks: dict) -> Table:
     from benchmarks.batch1 import COLUMNS, rows
-    from search.trial import run_pipeline
+    from search.trial.pipeline import run_pipeline
 
     models = {}
     for label, arch in BATCH1_MODELS.items():
@@ -233,8 +233,8 @@ def peak_table(size: dict, cpu: str, flags: str) -> tuple[Table, dict]:
 
 
 def run(quick: bool = False) -> list[Table]:
-    from search.data import load_task
-    from search.hardware import cpu_flags, cpu_model
+    from search.tasks.data import load_task
+    from search.trial.hardware import cpu_flags, cpu_model
 
     size = settings(quick)
     task = load_task(spec_for(size))

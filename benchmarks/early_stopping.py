@@ -3,10 +3,10 @@ front anyone found, on real training.
 
 Three ways, same spec, same TPE sampler and seed, same concurrency (2 trials, one
 CPU each), each for the same wall-clock budget through the real launch path
-(`search.launcher.run_trials`: Ray Tune + AskTellSearcher, a fresh SQLite study):
+(`search.driver.launcher.run_trials`: Ray Tune + AskTellSearcher, a fresh SQLite study):
 
 - full fidelity: every trial trains all its epochs (`early_stopping = "none"`);
-- MO-ASHA: `early_stopping = "moasha"` (search.moasha);
+- MO-ASHA: `early_stopping = "moasha"` (search.driver.moasha);
 - scalarized ASHA: Ray's own `AsyncHyperBandScheduler` (same rungs: time_attr epoch,
   the same grace and reduction factor) on one number, val_accuracy − λ Σ log2(cost)
   over the static objectives measured before training (λ = 0.025: halving latency and
@@ -82,7 +82,7 @@ def glyph_folder(directory: Path, count: int = 1500) -> Path:
 
 def spec_data(task: str, size: dict, images: Path | None) -> dict:
     """The task's spec, before the way of running it is chosen."""
-    from search.spec import read_toml
+    from search.core.spec import read_toml
 
     if task == "digits":
         data = read_toml(ROOT / "studies" / "digits.toml")
@@ -104,7 +104,7 @@ def spec_data(task: str, size: dict, images: Path | None) -> dict:
 
 
 def spec_for(task: str, method: str, seed: int, size: dict, images: Path | None):
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     data = spec_data(task, size, images)
     data["name"] = f"es-{task}-{method.split()[0].lower()}-{seed}"
@@ -119,8 +119,8 @@ def scalarized_asha(spec):
     """Ray's ASHA on val_accuracy − LAMBDA × Σ log2(static cost objectives)."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-    from search import feasibility
-    from search.pruned import EPOCH_ATTR
+    from search.driver.pruned import EPOCH_ATTR
+    from search.trial import feasibility
 
     costs = feasibility.static_objectives(spec)
     budget = spec.budget
@@ -179,11 +179,11 @@ class Run:
 def run_one(task_name: str, method: str, seed: int, size: dict, images: Path | None, workdir: Path) -> Run:
     import optuna
 
-    from search import pareto
-    from search import storage as storages
-    from search.data import load_task
-    from search.launcher import open_study, prepare_study, run_trials
-    from search.plugins import resolve
+    from search.core import storage as storages
+    from search.driver.launcher import open_study, prepare_study, run_trials
+    from search.results import pareto
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
 
     spec = spec_for(task_name, method, seed, size, images)
     plugins = resolve(spec)
@@ -208,7 +208,8 @@ def record(run: Run, study, started: float) -> None:
     budget (seconds from `started`, minimization values), and the counts."""
     from optuna.trial import TrialState
 
-    from search import pareto, pruned
+    from search.driver import pruned
+    from search.results import pareto
 
     objectives = pareto.objectives_of(study)
     trials = study.get_trials(deepcopy=False)
@@ -258,7 +259,7 @@ class Yardstick:
         return out
 
     def hv(self, points) -> float:
-        from search.dominance import hypervolume  # deferred: imports moocore
+        from search.core.dominance import hypervolume  # deferred: imports moocore
 
         points = np.atleast_2d(np.asarray(points, dtype=float))
         if points.size == 0:

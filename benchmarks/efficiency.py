@@ -7,7 +7,7 @@ objectives normalised over the whole table (0 = the table's best value, 1 = its
 worst) against the fixed reference point (1.1, 1.1, 1.1), and reported as a
 percentage of the true front's hypervolume.
 
-The samplers are paretune's own (`search.samplers.make_sampler`, configured for each
+The samplers are paretune's own (`search.driver.samplers.make_sampler`, configured for each
 budget, as a launch would), asking through `spaces.suggest`. The many seed × budget
 runs drive them with plain Optuna ask/tell in this process (sequential, no Ray: a run
 of 200 costs seconds); one run goes through the real launch path (Ray Tune +
@@ -38,7 +38,7 @@ def settings(quick: bool) -> dict:
 
 
 def spec_for(sampler: str, seed: int, budget: int, name: str = "efficiency"):
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     return from_dict(
         {
@@ -56,7 +56,7 @@ class Yardstick:
     """Normalisation and the true front's hypervolume, from the whole table."""
 
     def __init__(self, names: list[str] = NAMES):
-        from search import tabular_bench
+        from search.tasks import tabular_bench
 
         points = tabular_bench.minimization_points(names)
         self.low, self.high = points.min(axis=0), points.max(axis=0)
@@ -64,7 +64,7 @@ class Yardstick:
         self.true_hv = self.hv(self.front)
 
     def hv(self, points: np.ndarray) -> float:
-        from search.dominance import hypervolume  # deferred: imports moocore
+        from search.core.dominance import hypervolume  # deferred: imports moocore
 
         scaled = (np.asarray(points, dtype=float) - self.low) / (self.high - self.low)
         return hypervolume(scaled, np.full(scaled.shape[1], REFERENCE))
@@ -79,7 +79,7 @@ class Yardstick:
 
     def curve(self, points: np.ndarray) -> list[float]:
         """Fraction of the true hypervolume after each evaluation."""
-        from search.pareto import nondominated_mask
+        from search.results.pareto import nondominated_mask
 
         out, kept = [], np.empty((0, points.shape[1]))
         for point in points:
@@ -93,9 +93,9 @@ def ask_tell(sampler: str, seed: int, budget: int) -> np.ndarray:
     """One search driven by plain Optuna ask/tell; the evaluated points, in order."""
     import optuna
 
-    from search import tabular_bench
-    from search.plugins import suggest_params
-    from search.samplers import make_sampler
+    from search.driver.samplers import make_sampler
+    from search.tasks import tabular_bench
+    from search.tasks.plugins import suggest_params
 
     spec = spec_for(sampler, seed, budget)
     study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec, seed))
@@ -111,10 +111,10 @@ def ask_tell(sampler: str, seed: int, budget: int) -> np.ndarray:
 
 
 def through_launch(budget: int, workdir: Path) -> tuple[np.ndarray, float]:
-    """The same search through `search.launcher.launch` (Ray Tune, AskTellSearcher)."""
+    """The same search through `search.driver.launcher.launch` (Ray Tune, AskTellSearcher)."""
     import optuna
 
-    from search.launcher import launch
+    from search.driver.launcher import launch
 
     spec = spec_for("tpe", 0, budget, name="efficiency-launch")
     url = f"sqlite:///{workdir / 'launch.db'}"
@@ -189,7 +189,7 @@ def run(quick: bool = False) -> list[Table]:
                 f"hypervolume with moocore on objectives normalised over the whole table (0 best, 1 worst), fixed "
                 f"reference point ({REFERENCE}, {REFERENCE}, {REFERENCE}); HV % = mean over seeds of HV(evaluated) / "
                 "HV(true front); sd = their standard deviation.",
-                "samplers as paretune configures them for the budget (search.samplers.make_sampler); a separate run "
+                "samplers as paretune configures them for the budget (search.driver.samplers.make_sampler); a separate run "
                 "per budget, seeds 0..n-1.",
                 f"evaluations to {TARGET:.0%}: first evaluation at which the seed-mean curve of the largest-budget "
                 f"runs reaches it; true-front archs found: how many of the {len(yardstick.front)} front architectures "

@@ -4,7 +4,7 @@ Three ways to run the same trials side by side, in one process, one after anothe
 
 - plain Optuna: `study.optimize` with `n_jobs` threads on a fresh SQLite file, the
   floor any Ray-based path is compared with;
-- paretune's launch path: `search.launcher.run_trials` itself (AskTellSearcher + Tuner
+- paretune's launch path: `search.driver.launcher.run_trials` itself (AskTellSearcher + Tuner
   with reuse_actors=True, Tune's file loggers off) on a fresh SQLite file, with a
   trivial trainable in place of the trial pipeline;
 - Ray Tune's defaults: a Tuner with its own search (BasicVariantGenerator), a new
@@ -88,7 +88,7 @@ def trivial_trainable(seconds: float, log: Path):
         started = time.time()
         if seconds:
             time.sleep(seconds)
-        group = config.get("variants") or []  # variants of one training (search.variants): one work, N trials
+        group = config.get("variants") or []  # variants of one training (search.trial.variants): one work, N trials
         with open(log, "a") as handle:
             handle.write(f"{started} {time.time()}\n" * (1 + len(group)))
         result = dict(RESULT)
@@ -100,7 +100,7 @@ def trivial_trainable(seconds: float, log: Path):
 
 
 def _spec(trials: int):
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     return from_dict(
         {
@@ -116,9 +116,9 @@ def _spec(trials: int):
 def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
     import optuna
 
-    from search import storage as storages
-    from search.plugins import suggest_params
-    from search.samplers import make_sampler
+    from search.core import storage as storages
+    from search.driver.samplers import make_sampler
+    from search.tasks.plugins import suggest_params
 
     spec = _spec(trials)
     storage = storages.open_storage(f"sqlite:///{workdir / 'optuna.db'}")
@@ -138,9 +138,9 @@ def plain_optuna(trials: int, seconds: float, workdir: Path) -> float:
 
 
 def paretune_path(trials: int, seconds: float, workdir: Path) -> float:
-    from search.data import load_task
-    from search.launcher import open_study, run_trials
-    from search.storage import open_storage
+    from search.core.storage import open_storage
+    from search.driver.launcher import open_study, run_trials
+    from search.tasks.data import load_task
 
     spec = _spec(trials)
     task = load_task(spec)
@@ -180,7 +180,7 @@ def ray_defaults(trials: int, seconds: float, workdir: Path) -> float:
 
 def _image_spec(trials: int, variants: int):
     """The digits space (every built-in dimension), random sampler: where variants apply."""
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     return from_dict({
         "name": "overhead-image", "task": "digits", "sampler": "random",
@@ -193,9 +193,9 @@ def _image_spec(trials: int, variants: int):
 def plain_optuna_image(trials: int, workdir: Path) -> "Timing":
     import optuna
 
-    from search import storage as storages
-    from search.plugins import suggest_params
-    from search.samplers import make_sampler
+    from search.core import storage as storages
+    from search.driver.samplers import make_sampler
+    from search.tasks.plugins import suggest_params
 
     spec = _image_spec(trials, 1)
     study = optuna.create_study(storage=storages.open_storage(f"sqlite:///{workdir / 'optuna.db'}"),
@@ -212,9 +212,9 @@ def plain_optuna_image(trials: int, workdir: Path) -> "Timing":
 
 
 def paretune_image(trials: int, workdir: Path, variants: int) -> "Timing":
-    from search.data import load_task
-    from search.launcher import open_study, run_trials
-    from search.storage import open_storage
+    from search.core.storage import open_storage
+    from search.driver.launcher import open_study, run_trials
+    from search.tasks.data import load_task
 
     spec = _image_spec(trials, variants)
     task = load_task(spec)
@@ -299,7 +299,7 @@ def _image_table(image: dict, n: int) -> Table:
         [
             f"concurrency {CONCURRENCY}; the digits study's space (every built-in dimension, more params to sample than "
             "the nasbench201 table), random sampler, trivial trials, a fresh SQLite file per path.",
-            "4 variants per training: one Tune trial carries 4 Optuna trials (one trivial work; search.variants), so "
+            "4 variants per training: one Tune trial carries 4 Optuna trials (one trivial work; search.trial.variants), so "
             "a variant costs its ask and tell but no Ray round trip.",
         ],
     )

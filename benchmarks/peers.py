@@ -1,7 +1,7 @@
 """paretune beside the tools a user would pick instead, on the same work.
 
 Every way gets the same task, search space (paretune's, traced into each tool's own
-form), trial pipeline (`search.trial`: build, train, compress, deploy, measure), hard
+form), trial pipeline (`search.trial.pipeline`: build, train, compress, deploy, measure), hard
 constraint, wall-clock budget, concurrency (2) and seeds, and is judged by the same
 yardstick as the early-stopping benchmark (`benchmarks.early_stopping.Yardstick`:
 hypervolume % of the union front of every run on the task, cost objectives as log10;
@@ -20,9 +20,9 @@ seconds to 90% and 95%). The ways:
   backend: each trial a subprocess running `benchmarks.peers_entry`. The same
   low-fidelity counting applies.
 - paretune, default: `early_stopping = "none"`, one trial per training.
-- paretune, auto: `early_stopping = "auto"` (search.rung_trust), else the same: the
+- paretune, auto: `early_stopping = "auto"` (search.driver.rung_trust), else the same: the
   effect of early stopping alone.
-- paretune, auto ×4: and 4 trials per training (search.variants): paretune's best.
+- paretune, auto ×4: and 4 trials per training (search.trial.variants): paretune's best.
 
 A peer whose package is missing is reported with the reason (`pip install -e
 ".[bench]"`), never dropped silently. Each run's raw data is one `peers raw {json}`
@@ -66,7 +66,7 @@ def settings(quick: bool) -> dict:
 def spec_for(task: str, way: str, seed: int, size: dict, images: Path | None):
     """The task's spec (the early-stopping benchmark's), set for `way`. digits-slow:
     digits with plain SGD at small learning rates, so accuracy warms up slowly."""
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     data = es.spec_data("digits" if task == "digits-slow" else task, size, images)
     if task == "digits-slow":
@@ -89,7 +89,7 @@ class PeerRun(es.Run):
 
 def low_on_front(run: PeerRun) -> int:
     """How many points of the run's own final front are low-fidelity records."""
-    from search.pareto import nondominated_mask
+    from search.results.pareto import nondominated_mask
 
     if not run.done:
         return 0
@@ -106,7 +106,7 @@ def traced_space(spec, task_kind: str, plugins, draws: int = 400) -> dict:
     by name: traced from `draws` random proposals through the dimension registry."""
     import optuna
 
-    from search.plugins import suggest_params
+    from search.tasks.plugins import suggest_params
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space: dict = {}
@@ -122,7 +122,7 @@ def params_from(config: dict, spec, task_kind: str, plugins) -> dict:
     """paretune's params for a flat config another tool proposed (keys it does not need ignored)."""
     import optuna
 
-    from search.plugins import suggest_params
+    from search.tasks.plugins import suggest_params
 
     return suggest_params(optuna.trial.FixedTrial(config), spec, task_kind, plugins)
 
@@ -154,13 +154,13 @@ def feasible(spec, values: dict) -> bool:
 def static_costs(params, task, spec, seed, plugins) -> dict:
     """The cost objectives of the config's final form, measured before training (what a
     stopped trial can report beside its accuracy)."""
-    from search import feasibility
+    from search.trial import feasibility
 
     return feasibility.measure_untrained(params, task, spec, seed, plugins=plugins)
 
 
 def score(val_accuracy: float, costs: dict, spec) -> float:
-    from search import feasibility
+    from search.trial import feasibility
 
     names = feasibility.static_objectives(spec)
     return val_accuracy - es.LAMBDA * sum(math.log2(max(float(costs[n]), 1e-12)) for n in names)
@@ -179,7 +179,7 @@ def run_plain_optuna(task_name: str, spec, task, plugins, seconds: float, workdi
 
     import optuna
 
-    from search.spec import to_toml_dict
+    from search.core.spec import to_toml_dict
 
     url = f"sqlite:///{workdir / (spec.name + '.db')}"
     spec_path = workdir / f"{spec.name}.json"
@@ -211,11 +211,11 @@ def plain_worker(spec_path: str, url: str, deadline: float, worker: int) -> None
     """One plain Optuna process: TPE (paretune's settings, its own seed), the trial pipeline as the objective."""
     import optuna
 
-    from search.data import load_task
-    from search.plugins import resolve
-    from search.samplers import make_sampler
-    from search.spec import from_dict
-    from search.trial import run_pipeline
+    from search.core.spec import from_dict
+    from search.driver.samplers import make_sampler
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
+    from search.trial.pipeline import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = from_dict(json.loads(Path(spec_path).read_text()))
@@ -242,13 +242,13 @@ class DefineByRun:
         self.spec, self.task_kind, self.plugins = spec, task_kind, plugins
 
     def __call__(self, trial) -> None:
-        from search.plugins import suggest_params
+        from search.tasks.plugins import suggest_params
 
         suggest_params(trial, self.spec, self.task_kind, self.plugins)  # the config is trial.params
 
 
 def params_from_trial(trial, spec, task, plugins) -> dict:
-    from search.plugins import suggest_params
+    from search.tasks.plugins import suggest_params
 
     return suggest_params(trial, spec, task.kind, plugins)
 
@@ -258,12 +258,12 @@ def run_ray_stock(task_name: str, spec, task, plugins, seconds: float, workdir: 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.samplers import make_sampler
+    from search.driver.samplers import make_sampler
 
     budget = spec.budget
 
     def trainable(config):
-        from search.trial import run_pipeline
+        from search.trial.pipeline import run_pipeline
 
         params = params_from(config, spec, task.kind, plugins)
         seed = spec.seed
@@ -344,10 +344,10 @@ def run_syne_tune(task_name: str, spec, task, plugins, seconds: float, workdir: 
 def run_paretune(task_name: str, spec, way: str, size: dict, workdir: Path) -> PeerRun:
     import optuna
 
-    from search import storage as storages
-    from search.data import load_task
-    from search.launcher import open_study, prepare_study, run_trials
-    from search.plugins import resolve
+    from search.core import storage as storages
+    from search.driver.launcher import open_study, prepare_study, run_trials
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
 
     plugins = resolve(spec)
     task = load_task(spec, plugins.task)
@@ -395,8 +395,8 @@ def run_way(task_name: str, way: str, seed: int, size: dict, images, workdir: Pa
             return run
     if way.startswith("paretune"):
         return run_paretune(task_name, spec, way, size, workdir)
-    from search.data import load_task
-    from search.plugins import resolve
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
 
     plugins = resolve(spec)
     task = load_task(spec, plugins.task)
@@ -404,7 +404,7 @@ def run_way(task_name: str, way: str, seed: int, size: dict, images, workdir: Pa
         return run_plain_optuna(task_name, spec, task, plugins, size["seconds"], workdir)
     if way == "Ray Tune stock":
         return run_ray_stock(task_name, spec, task, plugins, size["seconds"], workdir)
-    from search.spec import to_toml_dict
+    from search.core.spec import to_toml_dict
 
     spec_path = workdir / f"{spec.name}.json"  # read back by benchmarks.peers_entry in each trial
     spec_path.write_text(json.dumps(to_toml_dict(spec)))

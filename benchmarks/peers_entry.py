@@ -19,10 +19,10 @@ def main() -> None:
     from syne_tune.utils import add_config_json_to_argparse, load_config_json
 
     from benchmarks.peers import feasible, params_from, static_costs
-    from search.data import load_task
-    from search.plugins import resolve
-    from search.spec import from_dict
-    from search.trial import run_pipeline
+    from search.core.spec import from_dict
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
+    from search.trial.pipeline import run_pipeline
 
     parser = argparse.ArgumentParser()
     add_config_json_to_argparse(parser)

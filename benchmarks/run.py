@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.errors import UsageError
+from search.core.errors import UsageError
 
 NAMES = ("overhead", "efficiency", "early_stopping", "variants", "peers", "throughput", "stability", "compression", "streaming")
 # These share one local Ray; the others measure latency and want the node quiet.

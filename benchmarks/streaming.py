@@ -4,7 +4,7 @@ disk through DataLoader workers, with its peak memory.
 The images come from the own-model example's generator (examples/own_model/
 make_images.py: digits upsampled, coloured, augmented; no download). The trial is the
 example's small ResNet (width 16, 2 blocks), 1 epoch, structured pruning + static
-int8, run by `search.trial.run_pipeline` in a fresh process, so its peak resident
+int8, run by `search.trial.pipeline.run_pipeline` in a fresh process, so its peak resident
 memory (ru_maxrss) is the trial's alone: the process's own, and the largest of its
 DataLoader worker processes. Beside it: what the decoded images would take if held
 in memory as float32 (what an in-memory task would need).
@@ -28,9 +28,9 @@ TRIAL = r'''
 import json, resource, sys, time
 from pathlib import Path
 started = time.perf_counter()
-from search.spec import from_dict
-from search.data import load_task
-from search.trial import run_pipeline
+from search.core.spec import from_dict
+from search.tasks.data import load_task
+from search.trial.pipeline import run_pipeline
 root, model = sys.argv[1], sys.argv[2]
 spec = from_dict({
     "name": "streaming", "task": {"images": root}, "model": {"factory": model},
@@ -90,7 +90,7 @@ def run(quick: bool = False) -> list[Table]:
          "trial s", "peak RSS trial MB", "peak RSS worker MB", "all decoded in memory MB", "val acc %"],
         rows,
         [
-            "One fresh process runs the trial (search.trial.run_pipeline): the example's ResNet, width 16, 2 blocks, "
+            "One fresh process runs the trial (search.trial.pipeline.run_pipeline): the example's ResNet, width 16, 2 blocks, "
             "1 epoch, batch 128, structured 40% + 1 fine-tune epoch, static int8, 2 DataLoader workers.",
             "Peak RSS: ru_maxrss of the trial process and of its largest DataLoader worker; the decoded images "
             "as float32 (N×3×32×32×4 bytes) are what an in-memory task would hold on top.",

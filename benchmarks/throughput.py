@@ -5,8 +5,8 @@ counts), each on a fresh SQLite study, 2 trial slots, one CPU each:
 
 - plain Optuna, as Optuna's docs run it in parallel: two worker processes on one
   SQLite study, each `study.optimize(objective)` with TPE (multivariate, constant
-  liar: `search.samplers.make_sampler`, a seed per worker), the objective calling
-  paretune's own trial pipeline (`search.trial.run_pipeline`) and nothing else;
+  liar: `search.driver.samplers.make_sampler`, a seed per worker), the objective calling
+  paretune's own trial pipeline (`search.trial.pipeline.run_pipeline`) and nothing else;
 - paretune: `paretune launch SPEC` (Ray Tune, the ask/tell searcher, leases, the
   progress output), stopped by SIGINT to its process group at the end of the budget.
   `--root DIR` runs the paretune of another checkout the same way (before/after).
@@ -18,7 +18,7 @@ Reported per task and way, over the seeds: COMPLETE trials by the end of the bud
 per minute, HV % at the end (the early-stopping yardstick: union front of every run
 of the task, log10 of the cost objectives, min-max normalized, reference point 1.1),
 seconds from the command to the first COMPLETE trial, and where a trial's time went
-(`search.timing`: sample, queued, dispatch, the pipeline's phases, return, store; a
+(`search.trial.timing`: sample, queued, dispatch, the pipeline's phases, return, store; a
 plain Optuna trial has no queue, dispatch or return). Each run's raw data is printed
 as one `throughput raw {json}` line on stderr; `from_log(path)` rebuilds the tables.
 """
@@ -64,8 +64,8 @@ def glyph_folder(directory: Path) -> Path:
 
 def spec_file(task: str, seed: int, size: dict, workdir: Path) -> Path:
     """The task's spec with an unreachable budget, written where both ways read it."""
-    from search.exporter import dumps
-    from search.spec import read_toml
+    from search.core.spec import read_toml
+    from search.core.toml_text import dumps
 
     if task == "digits":
         data = read_toml(ROOT / "studies" / "digits.toml")
@@ -94,13 +94,13 @@ def plain_worker(spec_path: str, url: str, deadline: float, worker: int) -> None
     """One plain Optuna worker process: `study.optimize` until `deadline`."""
     import optuna
 
-    from search import timing
-    from search.data import load_task
-    from search.launcher import DRIVER_SEED_STRIDE
-    from search.plugins import resolve, suggest_params
-    from search.samplers import make_sampler
-    from search.spec import load
-    from search.trial import run_pipeline
+    from search.core.spec import load
+    from search.driver.launcher import DRIVER_SEED_STRIDE
+    from search.driver.samplers import make_sampler
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve, suggest_params
+    from search.trial import timing
+    from search.trial.pipeline import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load(spec_path)
@@ -127,7 +127,7 @@ def run_plain(spec_path: Path, url: str, seconds: float) -> float:
     """Two worker processes for `seconds`; returns the start time (epoch seconds)."""
     import optuna
 
-    from search.spec import load
+    from search.core.spec import load
 
     spec = load(spec_path)
     optuna.create_study(study_name=spec.name, storage=url, directions=spec.directions)
@@ -178,15 +178,15 @@ class Result:
     run: Run
     first_result_s: float | None = None
     duration_s: float = 0.0  # mean, COMPLETE trials counted
-    phases: dict = field(default_factory=dict)  # mean seconds per phase (search.timing), where recorded
+    phases: dict = field(default_factory=dict)  # mean seconds per phase (search.trial.timing), where recorded
 
 
 def measure_run(task: str, way: str, seed: int, size: dict, workdir: Path, root: Path, label: str) -> Result:
     import optuna
     from optuna.trial import TrialState
 
-    from search import timing
-    from search.spec import load as load_spec
+    from search.core.spec import load as load_spec
+    from search.trial import timing
 
     seconds = size["seconds"]
     spec_path = spec_file(task, seed, size, workdir)
@@ -220,7 +220,7 @@ def _mean(values) -> float:
 
 
 def tables(results: list[Result]) -> list[Table]:
-    from search import timing
+    from search.trial import timing
 
     out = []
     for task in dict.fromkeys(r.run.task for r in results):
@@ -260,7 +260,7 @@ def tables(results: list[Result]) -> list[Table]:
         if phase_rows:
             out.append(Table(
                 name="throughput",
-                title=f"Where a trial's time goes on {task} (mean seconds per COMPLETE trial, search.timing)",
+                title=f"Where a trial's time goes on {task} (mean seconds per COMPLETE trial, search.trial.timing)",
                 columns=["way", *timing.PHASES, "sum", "mean trial s"],
                 rows=phase_rows,
                 notes=[

@@ -2,8 +2,8 @@
 
 The same spec run with `budget.variants_per_training` = 1 (every trial trains its own
 model) and N (one training, N post-training variants: pruning and its fine-tune,
-quantization, runtime, each from a copy of the trained weights; search.variants),
-through the real launch path (`search.launcher.run_trials`: Ray Tune +
+quantization, runtime, each from a copy of the trained weights; search.trial.variants),
+through the real launch path (`search.driver.launcher.run_trials`: Ray Tune +
 AskTellSearcher, a fresh SQLite study with its baseline queued first), for the same
 wall clock, concurrency 2, TPE seeded per run.
 
@@ -29,8 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import Table
-from benchmarks.early_stopping import (REFERENCE, Run, Yardstick, _fmt_time, _median_time, glyph_folder, print_raw,
-                                       read_raw, record, spec_data)
+from benchmarks.early_stopping import (
+    REFERENCE,
+    Run,
+    Yardstick,
+    _fmt_time,
+    _median_time,
+    glyph_folder,
+    print_raw,
+    read_raw,
+    record,
+    spec_data,
+)
+
 
 def settings(quick: bool) -> dict:
     if quick:  # the wiring only: small digits models, 20 s per setting
@@ -52,13 +63,14 @@ def run_one(task_name: str, variants: int, seed: int, size: dict, images: Path |
     import optuna
     from optuna.trial import TrialState
 
-    from search import baseline, pareto
-    from search import storage as storages
-    from search import variants as shared
-    from search.data import load_task
-    from search.launcher import open_study, prepare_study, run_trials
-    from search.plugins import resolve
-    from search.spec import from_dict
+    from search.core import storage as storages
+    from search.core.spec import from_dict
+    from search.driver.launcher import open_study, prepare_study, run_trials
+    from search.results import pareto
+    from search.tasks import baseline
+    from search.tasks.data import load_task
+    from search.tasks.plugins import resolve
+    from search.trial import variants as shared
 
     data = spec_data(task_name, size, images)
     data["name"] = f"vpt-{task_name}-{variants}-{seed}"

@@ -26,8 +26,8 @@ _PUBLIC = {
     "export": "search.api",
     "train": "search.api",
     "as_spec": "search.api",
-    "Task": "search.data",
-    "UsageError": "search.errors",
+    "Task": "search.tasks.task",
+    "UsageError": "search.core.errors",
     "Dimension": "spaces",
     "TrainingHooks": "spaces",
 }

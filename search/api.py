@@ -30,11 +30,14 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from search import exporter, optuna_internals, pareto, raynoise, retrain
-from search.errors import UsageError
-from search.plugins import reference_of, resolve
-from search.spec import StudySpec, from_dict, read_toml, to_toml_dict
-from search.storage import load_study, open_storage, resolve_url
+from search.core import optuna_internals
+from search.core.errors import UsageError
+from search.core.spec import StudySpec, from_dict, read_toml, to_toml_dict
+from search.core.storage import load_study, open_storage, resolve_url
+from search.driver import raynoise
+from search.results import exporter, pareto, retrain
+from search.tasks.plugins import resolve
+from search.tasks.references import reference_of
 
 
 def _with_code(data: dict, task, model, train, dimensions) -> dict:
@@ -105,7 +108,7 @@ def launch(
         model: `build(params, input_shape, n_classes) -> torch.nn.Module`; its knobs are
             the spec's `[space.model]` section.
         train: the training loop, `fit(model=, train_loader=, val_loader=, optimizer=,
-            scheduler=, epochs=, report=, hooks=)` (see search.training).
+            scheduler=, epochs=, report=, hooks=)` (see search.trial.training).
         dimensions: user dimensions (spaces.Dimension instances or classes); their
             settings are `[space.<name>]` sections of the spec.
         storage: Optuna storage URL (default `$PARETUNE_STORAGE` or sqlite:///paretune.db).
@@ -116,7 +119,7 @@ def launch(
         verbose: print what `paretune launch` prints: the preflight table, the line
             that starts (or resumes) the study, a line per finished trial and the
             progress, then what this run stored, the front with its knee and
-            hypervolume, and what to do next (`search.launch_report`). True: on
+            hypervolume, and what to do next (`search.driver.launch_report`). True: on
             stdout (the preflight's warnings on stderr); a `rich.console.Console`:
             all of it on that console.
 
@@ -129,8 +132,8 @@ def launch(
             contract, a choice the preflight refused), before Ray starts or anything
             is written.
     """
-    from search import launcher  # deferred: imports ray
-    from search.launch_report import LaunchReport  # deferred: imports ray
+    from search.driver import launcher  # deferred: imports ray
+    from search.driver.launch_report import LaunchReport  # deferred: imports ray
 
     dimensions = list(dimensions)
     checked = as_spec(spec, task=task, model=model, train=train, dimensions=dimensions)
@@ -162,7 +165,7 @@ def front(
 ):
     """The Pareto front of the study's feasible trials (COMPLETE, finite, no constraint
     violated), its hypervolume, reference point, baseline and knee: a
-    `search.pareto.FrontReport`. `study`: an Optuna study or a study name in `storage`;
+    `search.results.pareto.FrontReport`. `study`: an Optuna study or a study name in `storage`;
     the knee is taken among front trials within `max_drop` of the baseline's accuracy
     (0.01 = 1 pp), or where none is (or without a baseline) within `accuracy_within` of
     the best accuracy (0.05 = 5 pp)."""
@@ -211,7 +214,7 @@ def train(
 ) -> Any:
     """Retrain an exported config from scratch with its recorded seed, measure it on the
     test split, and write the deployable model and its model card to `out`; returns a
-    `search.retrain.RetrainReport` (`.card`, `.files`). The callables replace what the
+    `search.results.retrain.RetrainReport` (`.card`, `.files`). The callables replace what the
     config references (needed when the search got a lambda or a local function)."""
     loaded = retrain.load_config(config)
     plugins = resolve(loaded.spec, task=task, model=model, train=train, dimensions=list(dimensions), source=str(loaded.path))

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search import raynoise, stop_signals
-from search.cluster import local_only
-from search.errors import UsageError
+from search.core.errors import UsageError
+from search.driver import raynoise, stop_signals
+from search.driver.cluster import local_only
 
 app = typer.Typer(
     help="Multi-objective AutoML search for efficient models (accuracy, latency, energy) on Ray Tune + Optuna.",
@@ -49,14 +49,14 @@ STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal
 
 def _model_words(params: dict, spec, task_kind: str) -> str:
     """A trial's model in a few words, one per dimension (`cnn/structured 0.42/static`)."""
-    from search.plugins import describe_params  # deferred: imports torch
+    from search.tasks.plugins import describe_params  # deferred: imports torch
 
     return describe_params(params, spec, task_kind)
 
 
 def _study_words(study, params: dict) -> str:
     """`_model_words` for a trial of a stored study."""
-    from search.recorded import recorded_spec, task_kind_of  # deferred: imports torch, optuna
+    from search.results.recorded import recorded_spec, task_kind_of  # deferred: imports torch, optuna
 
     try:
         return _model_words(params, recorded_spec(study), task_kind_of(study))
@@ -66,7 +66,7 @@ def _study_words(study, params: dict) -> str:
 
 def _with_baseline(spec, path: Path):
     """The spec with `--baseline FILE`'s params as its [baseline] params."""
-    from search.spec import Baseline, read_toml  # deferred: imports torch
+    from search.core.spec import Baseline, read_toml  # deferred: imports torch
 
     data = read_toml(path)
     params = data.get("params", data)
@@ -77,7 +77,7 @@ def _with_baseline(spec, path: Path):
 
 def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     """The spec with the command line's budget overrides applied."""
-    from search.spec import load  # deferred: imports torch
+    from search.core.spec import load  # deferred: imports torch
 
     spec = load(path)
     budget = spec.budget.model_copy(
@@ -89,8 +89,8 @@ def _load_spec(path: Path, trials: int | None, concurrency: int | None):
 def _study_name(spec, name: str | None, own_seed, spec_path: Path):
     """The study this launch searches: --name, else for an exported config a new one
     (its own name would resume the study it was exported from), else the spec's."""
-    from search import warmstart  # deferred: imports torch, optuna
-    from search.spec import from_dict, to_toml_dict  # deferred: imports torch
+    from search.core.spec import from_dict, to_toml_dict  # deferred: imports torch
+    from search.driver import warmstart  # deferred: imports torch, optuna
 
     if name is not None:
         return from_dict({**to_toml_dict(spec), "name": name}, source="--name")
@@ -147,8 +147,8 @@ def launch(
     launch (exit 2) unless --drop-unsupported."""
     if not address:
         local_only()  # before Ray is imported: a local Ray binds 127.0.0.1 only
-    from search import launcher, warmstart  # deferred: imports torch, ray, optuna
-    from search.launch_report import LaunchReport  # deferred: imports torch, ray, optuna
+    from search.driver import launcher, warmstart  # deferred: imports torch, ray, optuna
+    from search.driver.launch_report import LaunchReport  # deferred: imports torch, ray, optuna
 
     spec = _load_spec(spec_path, trials, concurrency)
     own_seed = warmstart.read(spec_path, only_if_new=True)
@@ -187,8 +187,8 @@ def submit(
     wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the job's log until it ends; exit 0 only if it succeeded."),
 ) -> None:
     """Run the search as a Ray Job on the cluster's head node; prints the job id."""
-    from search import jobs  # deferred: imports torch
-    from search.storage import redact  # deferred: imports optuna
+    from search.core.storage import redact  # deferred: imports optuna
+    from search.driver import jobs  # deferred: imports torch
 
     spec = _load_spec(spec_path, trials, concurrency)
     job_id = jobs.submit(spec, address, storage)
@@ -209,7 +209,7 @@ def submit(
 
 
 def _print_jobs(address: str, name: str) -> None:
-    from search import jobs  # deferred: imports torch
+    from search.driver import jobs  # deferred: imports torch
 
     rows = jobs.jobs_for(address, name)
     if not rows:
@@ -234,7 +234,7 @@ def status(
     ),
 ) -> None:
     """Trial counts by state and the best value of each objective so far (and, with --address, the study's Ray jobs)."""
-    from search.storage import load_study  # deferred: imports optuna
+    from search.core.storage import load_study  # deferred: imports optuna
 
     if address:
         _print_jobs(address, name)
@@ -245,9 +245,8 @@ def status(
             return
     else:
         study = load_study(storage, name)
-    from search import pareto as fronts  # deferred: imports torch, optuna
-
-    from search import pruned  # deferred: imports optuna
+    from search.driver import pruned  # deferred: imports optuna
+    from search.results import pareto as fronts  # deferred: imports torch, optuna
 
     report = fronts.report(study)
     counts = Counter(t.state.name for t in report.trials)
@@ -284,8 +283,8 @@ def _ago(seconds: float) -> str:
 @app.command()
 def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """Every study in the storage: objectives, trials by state, live drivers (host, pid, heartbeat age), last activity."""
-    from search import studies as overview  # deferred: imports optuna
-    from search.storage import open_storage, redact, resolve_url  # deferred: imports optuna
+    from search.core.storage import open_storage, redact, resolve_url  # deferred: imports optuna
+    from search.driver import studies as overview  # deferred: imports optuna
 
     now = time.time()
     rows = overview.overview(open_storage(storage), now)
@@ -307,7 +306,7 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
 
 def _storage_flag(storage: Optional[str]) -> str:
     """The --storage part of a printed command; a password in the URL shows as ***."""
-    from search.storage import redact  # deferred: imports optuna
+    from search.core.storage import redact  # deferred: imports optuna
 
     return f" --storage {redact(storage)}" if storage else ""
 
@@ -332,13 +331,13 @@ def front(
     max_drop: float = typer.Option(0.01, "--max-drop", metavar="FRACTION", help=MAX_DROP_HELP),
 ) -> None:
     """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, the baseline, and plots."""
-    from search import pareto as fronts  # deferred: imports torch, optuna
-    from search.baseline import check_max_drop  # deferred: imports torch, optuna
-    from search.front_table import export_hint, print_front, print_hypervolume  # deferred: imports torch, optuna
-    from search.storage import load_study  # deferred: imports optuna
+    from search.core.storage import load_study  # deferred: imports optuna
+    from search.results import pareto as fronts  # deferred: imports torch, optuna
+    from search.results.front_table import export_hint, print_front, print_hypervolume  # deferred: imports torch, optuna
+    from search.tasks.baseline import check_max_drop  # deferred: imports torch, optuna
 
     if plot is not None:
-        from search.plots import check_path  # deferred: imports torch, optuna
+        from search.results.plots import check_path  # deferred: imports torch, optuna
 
         check_path(plot)
     given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
@@ -350,7 +349,7 @@ def front(
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(name), indent=2) + "\n")
     else:
-        from search import pruned  # deferred: imports optuna
+        from search.driver import pruned  # deferred: imports optuna
 
         excluded = report.excluded()
         stages = pruned.describe(pruned.counts(report.trials))
@@ -368,7 +367,7 @@ def front(
         if report.knee is not None:
             console.print(f"next: {export_hint(name, _storage_flag(storage))}", highlight=False, soft_wrap=True)
     if plot is not None:
-        from search.plots import plot as draw  # deferred: imports torch, optuna
+        from search.results.plots import plot as draw  # deferred: imports torch, optuna
 
         draw(report, plot, title=f"study {name}: {len(report.front)} on the front of {len(report.feasible)} feasible trials, "
              f"hypervolume {report.hypervolume:.4g}")
@@ -395,11 +394,11 @@ def export(
         None, "--mlflow", metavar="URI", help="Log the config to the trial's MLflow run here (default: where the study was tracked)."),
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
-    from search import exporter  # deferred: imports torch, optuna
-    from search import pareto as fronts  # deferred: imports torch, optuna
-    from search.baseline import check_max_drop  # deferred: imports torch, optuna
-    from search.baseline import find as find_baseline  # deferred: imports torch, optuna
-    from search.storage import load_study, resolve_url  # deferred: imports optuna
+    from search.core.storage import load_study, resolve_url  # deferred: imports optuna
+    from search.results import exporter  # deferred: imports torch, optuna
+    from search.results import pareto as fronts  # deferred: imports torch, optuna
+    from search.tasks.baseline import check_max_drop  # deferred: imports torch, optuna
+    from search.tasks.baseline import find as find_baseline  # deferred: imports torch, optuna
 
     out = out if out is not None else Path(f"{name}-best.toml")
     rule = fronts.Pick.parse(pick)
@@ -442,8 +441,8 @@ def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Opti
     log them to the trial's MLflow run (`--mlflow`, else where the study was tracked);
     `register`: {"name", "tags"} of a Model Registry version. A tracking server that is
     down is a warning: the files are written either way."""
-    from search import dashboard, tracking  # deferred: imports torch, optuna
-    from search.recorded import recorded_spec  # deferred: imports torch, optuna
+    from search.results import dashboard, tracking  # deferred: imports torch, optuna
+    from search.results.recorded import recorded_spec  # deferred: imports torch, optuna
 
     where = dashboard.attach(study, number, files, storage_url)
     dashboard.write_note(study, storage_flag)
@@ -483,7 +482,7 @@ def train(
 ) -> None:
     """Retrain an exported config from scratch (recorded seed), measure it on the test split, save the model and a card."""
 
-    from search import retrain as retrainer  # deferred: imports torch
+    from search.results import retrain as retrainer  # deferred: imports torch
 
     def on_start(loaded, config, task) -> None:
         exported = loaded.exported
@@ -538,8 +537,8 @@ def train(
 
 def _share_trained(report, config_path: Path, storage: Optional[str], mlflow: Optional[str]) -> None:
     """What `train` ships, attached to its trial and (with tracking) registered in MLflow."""
-    from search.retrain import load_config  # deferred: imports torch
-    from search.storage import load_study, resolve_url  # deferred: imports optuna
+    from search.core.storage import load_study, resolve_url  # deferred: imports optuna
+    from search.results.retrain import load_config  # deferred: imports torch
 
     loaded = load_config(config_path)
     exported = loaded.exported
@@ -571,7 +570,7 @@ def dashboard(
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
 ) -> None:
     """Serve optuna-dashboard for the storage on 127.0.0.1 (local only; use an SSH tunnel from elsewhere)."""
-    from search.storage import load_study  # deferred: imports optuna
+    from search.core.storage import load_study  # deferred: imports optuna
 
     study = load_study(storage, name)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -581,9 +580,9 @@ def dashboard(
             raise UsageError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
     import optuna_dashboard  # deferred: imports optuna, pandas, sklearn
 
-    from search import optuna_internals  # deferred: imports optuna
-    from search.dashboard import artifact_store  # deferred: imports torch, optuna
-    from search.storage import resolve_url  # deferred: imports optuna
+    from search.core import optuna_internals  # deferred: imports optuna
+    from search.core.storage import resolve_url  # deferred: imports optuna
+    from search.results.dashboard import artifact_store  # deferred: imports torch, optuna
 
     store = artifact_store(resolve_url(storage))  # exported configs and trained models, attached to their trials
     study_id = optuna_internals.study_id(study)
@@ -601,9 +600,9 @@ def track(
     mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help="MLflow tracking URI (default: where the study was tracked)."),
 ) -> None:
     """Log a study's finished trials MLflow does not have yet, and its front, to MLflow (a catch-up after an outage)."""
-    from search import tracking  # deferred: imports optuna
-    from search.recorded import recorded_spec  # deferred: imports torch, optuna
-    from search.storage import load_study  # deferred: imports optuna
+    from search.core.storage import load_study  # deferred: imports optuna
+    from search.results import tracking  # deferred: imports optuna
+    from search.results.recorded import recorded_spec  # deferred: imports torch, optuna
 
     study = load_study(storage, name)
     uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)
@@ -653,8 +652,8 @@ def bench(
 
 
 class _PlainLines(logging.Handler):
-    """paretune's own log records (e.g. a storage retry, search.tell) as plain lines on
-    stderr, not in the `WARNING:search.tell:` form a logging setup elsewhere gives them."""
+    """paretune's own log records (e.g. a storage retry, search.driver.tell) as plain lines on
+    stderr, not in the `WARNING:search.driver.tell:` form a logging setup elsewhere gives them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         err_console.print(record.getMessage(), highlight=False, markup=False, soft_wrap=True)
@@ -671,7 +670,7 @@ def main() -> None:
         # markup=False: a "[section]" in a message is text, not Rich markup.
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, SIGHUP: search.stop_signals) before or after the trials ran
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, SIGHUP: search.driver.stop_signals) before or after the trials ran
         err_console.print("interrupted", highlight=False)
         sys.exit(stop_signals.exit_code())
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.data import load_task
-from search.spec import from_dict
-from search.training import train_recipe
-from search.trial import build_and_compress
+from search.core.spec import from_dict
+from search.tasks.data import load_task
+from search.trial.pipeline import build_and_compress
+from search.trial.training import train_recipe
 from spaces import architecture
 from tests.conftest import tiny_spec_dict, train
 

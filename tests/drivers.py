@@ -3,7 +3,7 @@
     python -m tests.drivers --storage URL --name NAME --trials N --concurrency C \
         --seconds S --log FILE [--address HOST:PORT] [--mlflow URI]
 
-It is `search.launcher.launch` (what `paretune launch` runs: lease, heartbeat, the
+It is `search.driver.launcher.launch` (what `paretune launch` runs: lease, heartbeat, the
 storage's budget, reconciliation) on the nasbench201 task, with trials that take
 `--seconds` and then report the table's values for their params. Each trial appends
 `{"driver", "number", "values"}` to `--log` when its result exists, before the driver
@@ -21,7 +21,7 @@ OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minim
 
 
 def timed_lookup(seconds: float, log: str, driver: int):
-    """A trainable (the `target` hook of search.launcher): sleep, look the params up in
+    """A trainable (the `target` hook of search.driver.launcher): sleep, look the params up in
     the NAS-Bench-201 table, log, report. Nested, so it ships to the workers by value."""
     names = list(OBJECTIVES)
 
@@ -30,7 +30,7 @@ def timed_lookup(seconds: float, log: str, driver: int):
 
         from ray import tune
 
-        from search import tabular_bench
+        from search.tasks import tabular_bench
 
         time.sleep(seconds)
         metrics = tabular_bench.lookup(config["params"])
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow", help="MLflow tracking URI: [tracking] mlflow")
     args = parser.parse_args(argv)
     if not args.address:
-        from search.cluster import local_only
+        from search.driver.cluster import local_only
 
         local_only()
-    from search.launcher import launch
-    from search.spec import from_dict
+    from search.core.spec import from_dict
+    from search.driver.launcher import launch
 
     spec = from_dict({
         "name": args.name, "task": "nasbench201", "sampler": "tpe", "objectives": OBJECTIVES,

@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 import textwrap
-import tomllib
 
 import optuna
 import pytest
+import tomllib
 
 from tests.conftest import ROOT, run_cli
 

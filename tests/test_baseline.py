@@ -6,12 +6,14 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
-from search import baseline, pareto, preflight, weights
-from search.errors import UsageError
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.results import pareto
+from search.tasks import baseline, weights
+from search.trial import preflight
 from tests.conftest import run_cli, tiny_spec_dict, write_toml
 
 
@@ -125,10 +127,10 @@ def test_launch_with_weights_that_do_not_fit_is_one_line_exit_2_before_anything_
 
 
 def test_a_trial_from_weights_starts_from_them_and_trains_no_epoch():
-    from search.data import load_task
-    from search.plugins import Plugins
-    from search.spec import ModelSource
-    from search.trial import build_and_train, training_epochs
+    from search.core.spec import ModelSource
+    from search.tasks.data import load_task
+    from search.tasks.plugins import Plugins
+    from search.trial.pipeline import build_and_train, training_epochs
 
     spec = from_dict(tiny_spec_dict(space={"architecture": {"families": ["mlp"], "width": [8, 8], "depth": [1, 1]}}))
     task = load_task(spec)
@@ -144,10 +146,10 @@ def test_a_trial_from_weights_starts_from_them_and_trains_no_epoch():
 
 
 def test_weights_of_a_built_in_family_fit_its_baseline_model_and_a_misfit_is_refused():
-    from search.data import load_task
-    from search.plugins import Plugins, dimensions, suggest_context
-    from search.spec import ModelSource
-    from search.trial import trial_context
+    from search.core.spec import ModelSource
+    from search.tasks.data import load_task
+    from search.tasks.plugins import Plugins, dimensions, suggest_context
+    from search.trial.pipeline import trial_context
 
     spec = from_dict(tiny_spec_dict(baseline={"params": {"family": "mlp", "width": 16, "depth": 1}}))
     task = load_task(spec)
@@ -178,10 +180,10 @@ def test_baseline_file_sets_the_baseline_params(tmp_path):
 
 
 def test_a_search_from_weights_distills_from_the_loaded_model():
-    from search.data import load_task
-    from search.plugins import Plugins
-    from search.spec import ModelSource
-    from search.trial import build_and_train
+    from search.core.spec import ModelSource
+    from search.tasks.data import load_task
+    from search.tasks.plugins import Plugins
+    from search.trial.pipeline import build_and_train
 
     space = {"architecture": {"families": ["mlp"], "width": [8, 8], "depth": [1, 1]},
              "distillation": {"enabled": True}}

@@ -17,7 +17,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search import portable
+from search.trial import portable
 from tests.conftest import run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
 
@@ -42,9 +42,9 @@ def _params(**overrides) -> dict:
     ids=["static-fx", "qat-structured", "torchscript-int8", "onnxruntime-int8"],
 )
 def test_models_ship_between_processes_unchanged(overrides):
-    from search.data import load_task
-    from search.spec import from_dict
-    from search.trial import build_and_compress, deploy
+    from search.core.spec import from_dict
+    from search.tasks.data import load_task
+    from search.trial.pipeline import build_and_compress, deploy
 
     spec = from_dict(tiny_spec_dict(budget={"epochs": 1}, space={"runtime": {"enabled": True}}))
     task = load_task(spec)
@@ -207,7 +207,7 @@ def test_submit_refuses_a_relative_storage_path(cluster, tmp_path):
 
 
 def test_token_file_paretune_writes_is_private(tmp_path, monkeypatch):
-    from search.cluster import ensure_private_token
+    from search.driver.cluster import ensure_private_token
 
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(key, raising=False)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.data import load_task
-from search.errors import UsageError
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.tasks.data import load_task
 from tests.conftest import tiny_spec_dict
 
 
@@ -88,7 +88,7 @@ def test_npz_image_scaling_is_recorded_and_model_pt_takes_raw_inputs(tmp_path):
     retrained model.pt applies it itself, so raw pixels predict as the card says."""
     import torch
 
-    from search.retrain import trace
+    from search.results.retrain import trace
     from tests.conftest import acc, train
 
     rng = np.random.default_rng(0)
@@ -103,7 +103,7 @@ def test_npz_image_scaling_is_recorded_and_model_pt_takes_raw_inputs(tmp_path):
     recipe = {"optimizer": "adam", "lr": 0.05, "schedule": "constant", "batch_size": 16, "weight_decay": 0.0, "label_smoothing": 0.0}
     train(model, task, recipe, 20)
     assert acc(model, task, "test") > 0.5  # learned something (chance is 1/3)
-    from search.data import loader
+    from search.tasks.task import loader
 
     traced, note = trace(model, torch.from_numpy(task.train.X[:2]), list(loader(task.test, 8)), task.scaling)
     assert note is None

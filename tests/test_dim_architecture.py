@@ -10,10 +10,10 @@ import torch
 
 import spaces
 from objectives import complexity
-from search.spec import from_dict
+from search.core.spec import from_dict
 from spaces import architecture, quantization
 from tests.conftest import acc, sample_many, tiny_spec_dict, train
-from tests.dims import CNN16, MLP16, MOBILE16, RECIPE_ADAM, TRANSFORMER, digits, trained_adamw
+from tests.dims import CNN16, MLP16, MOBILE16, RECIPE_ADAM, TRANSFORMER, digits, trained_adamw  # noqa: F401 - fixtures
 
 
 def test_tabular_task_only_gets_mlp():
@@ -49,8 +49,8 @@ def test_transformer_trains_above_chance_and_quantizes_dynamically(digits):
 
 
 def test_the_preflight_builds_one_model_per_family_the_task_can_take(digits):
-    from search import preflight
-    from search.plugins import Plugins
+    from search.tasks.plugins import Plugins
+    from search.trial import preflight
 
     dim = architecture.Architecture()
     config = architecture.ArchitectureSpace(families=["mlp", "cnn", "transformer"])

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from search.spec import from_dict
+from search.core.spec import from_dict
 from spaces import architecture, augmentation
 from spaces.augmentation import AugmentationSpace
 from tests.conftest import sample_many, tiny_spec_dict, train
-from tests.dims import MLP8, RECIPE_ADAMW, digits, wine
+from tests.dims import MLP8, RECIPE_ADAMW, digits, wine  # noqa: F401 - fixtures
 
 
 def test_augmentation_suggest_follows_the_task_kind():

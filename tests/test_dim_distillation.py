@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import spaces
-from search.spec import from_dict
+from search.core.spec import from_dict
 from spaces import architecture, distillation
 from tests.conftest import acc, tiny_spec_dict
-from tests.dims import CNN8, MLP8, RECIPE_ADAMW, compress_trial, digits, teacher_train, wine
+from tests.dims import CNN8, MLP8, RECIPE_ADAMW, compress_trial, digits, teacher_train, wine  # noqa: F401 - fixtures
 
 
 def test_distillation_loss_is_the_documented_formula():
@@ -112,8 +112,8 @@ def test_the_trial_records_where_its_teacher_came_from():
 
 
 def test_an_enabled_distillation_needs_training_and_says_what_it_does_first():
-    from search import tabular_bench
-    from search.errors import UsageError
+    from search.core.errors import UsageError
+    from search.tasks import tabular_bench
 
     spec = from_dict(tiny_spec_dict(space={"distillation": {"enabled": True, "teacher_epochs": 3}}))
     assert [d.name for d in spaces.needing_training(spec)] == ["distillation"]

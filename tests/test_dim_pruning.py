@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from objectives import complexity
-from search.spec import from_dict
+from search.core.spec import from_dict
 from spaces import architecture, pruning, quantization
 from tests.conftest import acc, tiny_spec_dict, train
-from tests.dims import CNN16, MLP8, MLP16, RECIPE_ADAM, RECIPE_ADAMW, TRANSFORMER, compress_trial, digits
+from tests.dims import CNN16, MLP8, MLP16, RECIPE_ADAM, RECIPE_ADAMW, TRANSFORMER, compress_trial, digits  # noqa: F401 - fixtures
 
 
 def test_structured_pruning_half_cuts_params_and_macs(digits):
@@ -57,7 +57,7 @@ def test_finetune_after_pruning_scales_with_the_ratio(digits, setting, ratio, ex
 
 @pytest.mark.parametrize("value", ["sometimes", 101, -1])
 def test_finetune_epochs_must_be_auto_or_a_small_number(value):
-    from search.errors import UsageError
+    from search.core.errors import UsageError
 
     with pytest.raises(UsageError, match="space.pruning.finetune_epochs"):
         from_dict(tiny_spec_dict(space={"pruning": {"finetune_epochs": value}}))

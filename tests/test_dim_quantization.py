@@ -7,11 +7,11 @@ import torch
 
 import spaces
 from objectives import complexity
-from search.data import calibration_batches
-from search.spec import from_dict
+from search.core.spec import from_dict
+from search.tasks.task import calibration_batches
 from spaces import architecture, quantization
 from tests.conftest import acc, sample_many, tiny_spec_dict, train
-from tests.dims import CNN16, MLP16, RECIPE_ADAM, digits, trained_adam
+from tests.dims import CNN16, MLP16, RECIPE_ADAM, digits, trained_adam  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("mode", ["static", "qat"])
@@ -63,14 +63,15 @@ def test_qat_is_measured_before_training_as_static():
 
 
 def test_compress_records_the_int8_macs_and_the_quantized_fact(digits):
-    from search.trial import compress, macs_by_precision
+    from search.trial.measurement import macs_by_precision
+    from search.trial.pipeline import compress
 
     assert macs_by_precision({"conv": 10, "linear": 5, "norm": 1}, {}) == {"fp32": 16}
     assert macs_by_precision({"conv": 10, "linear": 5}, {"int8": ("linear",)}) == {"fp32": 10, "int8": 5}
     assert macs_by_precision({"conv": 10}, {"int8": ("linear",)}) == {"fp32": 10}
 
-    from search.plugins import Plugins
-    from search.trial import trial_context
+    from search.tasks.plugins import Plugins
+    from search.trial.pipeline import trial_context
 
     spec = from_dict(tiny_spec_dict())
     params = {**MLP16, **RECIPE_ADAM, "prune_kind": "none", "quant_mode": "dynamic"}
@@ -85,8 +86,8 @@ def test_compress_records_the_int8_macs_and_the_quantized_fact(digits):
 
 
 def test_calibration_draws_what_the_quantization_section_asks(digits):
-    from search.plugins import Plugins
-    from search.trial import trial_context
+    from search.tasks.plugins import Plugins
+    from search.trial.pipeline import trial_context
 
     spec = from_dict(tiny_spec_dict(space={"quantization": {"calibration_batches": 3}}))
     assert quantization.Quantization().calibration_batches(spec.space.quantization) == 3

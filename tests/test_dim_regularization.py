@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import spaces
-from search.spec import from_dict
+from search.core.spec import from_dict
 from spaces import regularization
 from tests.conftest import sample_many, tiny_spec_dict
 

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from objectives import complexity, latency
-from search.data import calibration_batches
-from search.plugins import suggest_params
-from search.spec import from_dict
-from search.trial import measure, run_pipeline
+from search.core.spec import from_dict
+from search.tasks.plugins import suggest_params
+from search.tasks.task import calibration_batches
+from search.trial.measurement import measure
+from search.trial.pipeline import run_pipeline
 from spaces import quantization, runtime
 from tests.conftest import predict, sample_many, tiny_spec_dict
-from tests.dims import MLP8, RECIPE_ADAMW, TRANSFORMER, digits, trained_adamw, trained_cnn
+from tests.dims import MLP8, RECIPE_ADAMW, TRANSFORMER, digits, trained_adamw, trained_cnn  # noqa: F401 - fixtures
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -192,7 +193,7 @@ def test_trace_options_follow_the_trials_torchscript_setting():
 
 
 def test_the_untrained_measurement_keeps_the_facts_marked_untrained(digits):
-    from search import feasibility
+    from search.trial import feasibility
 
     spec = from_dict(tiny_spec_dict(measure={"repeats": 5, "warmup": 1}))
     params = {**MLP8, **RECIPE_ADAMW, "prune_kind": "gradual", "prune_ratio": 0.5, "quant_mode": "qat", "runtime": "torchscript"}

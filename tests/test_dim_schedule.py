@@ -48,7 +48,7 @@ def test_a_fixed_recipe_sets_the_optimizer_scheduler_and_batch_size():
 
 
 def test_recipe_hooks_combine_every_dimensions_part():
-    from search.training import recipe_hooks
+    from search.trial.training import recipe_hooks
 
     hooks = recipe_hooks({"optimizer": "adam", "lr": 0.01, "schedule": "cosine", "batch_size": 16, "label_smoothing": 0.2})
     assert hooks.batch_size == 16 and hooks.criterion.label_smoothing == pytest.approx(0.2)

@@ -28,8 +28,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import lease
-from search.storage import open_storage
+from search.core.storage import open_storage
+from search.driver import lease
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
 from tests.test_faults import FAST, start_driver, wait_for
@@ -173,7 +173,7 @@ def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request
 
 def process_tree(root: int) -> dict[int, int]:
     """pid -> start time of `root` and all its descendants."""
-    from search.ray_reaper import start_time
+    from search.driver.ray_reaper import start_time
 
     parents = {}
     for entry in Path("/proc").iterdir():
@@ -205,7 +205,7 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
     os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
     driver.wait()
 
-    from search.ray_reaper import start_time
+    from search.driver.ray_reaper import start_time
 
     def left() -> list[int]:
         return [pid for pid, started in tree.items() if start_time(pid) == started]

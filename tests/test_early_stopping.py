@@ -12,10 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import pareto, pruned, warmstart
-from search.exporter import dumps
-from search.spec import from_dict
-from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
+from search.core.spec import from_dict
+from search.core.toml_text import dumps
+from search.driver import pruned, warmstart
+from search.results import pareto
+from tests.conftest import run_cli, tiny_spec_dict, write_toml
 from tests.test_faults import kill_group, start_driver, states, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -102,7 +103,7 @@ def seeds() -> list[warmstart.Seed]:
 
 
 def test_moasha_study_ends_with_pruned_trials_off_the_front(ray_local, tmp_path):
-    from search.launcher import launch
+    from search.driver.launcher import launch
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     spec = from_dict(rung_spec("rungs", 4))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tomllib
 
 import optuna
 import pytest
+import tomllib
 
 from tests.conftest import ROOT, run_cli
 

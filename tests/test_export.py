@@ -4,16 +4,16 @@ config, and whose [exported] table records where it came from and what it measur
 from __future__ import annotations
 
 import math
-import tomllib
 
 import optuna
 import pytest
+import tomllib
 
-from search.plugins import suggest_params
-from search import exporter
-from search import pareto as front
-from search.errors import UsageError
-from search.spec import from_dict, load, to_toml_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict, load, to_toml_dict
+from search.results import exporter
+from search.results import pareto as front
+from search.tasks.plugins import suggest_params
 from tests.conftest import run_cli, tiny_spec_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

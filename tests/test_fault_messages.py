@@ -2,7 +2,7 @@
 
 - A storage that goes away (a PostgreSQL server stopped for a few seconds mid-search):
   `storage unreachable (CAUSE): retry N in W s; K results held, none lost`, on stderr,
-  never Python's `WARNING:search.outages:` form.
+  never Python's `WARNING:search.core.outages:` form.
 - A worker node lost (its raylet and trial workers killed mid-trial, on a 2-node
   loopback cluster):
   `node HOST lost: trial N re-runs elsewhere; its Ray logs: DIR`, without Ray's
@@ -29,10 +29,10 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from search import cluster
-from search import outages
-from search.node_loss import lost_line
-from search.storage import open_storage
+from search.core import outages
+from search.core.storage import open_storage
+from search.driver import cluster
+from search.driver.node_loss import lost_line
 from tests.conftest import ROOT, _pg_bin, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
 from tests.test_faults import FAST, SHORT_LEASE, kill_group, start_driver, states, wait_for
@@ -101,7 +101,7 @@ def test_a_real_retry_logs_the_line_with_what_the_searchers_hold(tmp_path, caplo
 
     with outages.holding(lambda: 2), outages.holding(lambda: 1):
         assert outages.retrying(call) == "here"
-    (record,) = [r for r in caplog.records if r.name == "search.outages"]
+    (record,) = [r for r in caplog.records if r.name == "search.core.outages"]
     assert record.getMessage() == (
         f"storage unreachable (FileNotFoundError: [Errno 2] No such file or directory: '{tmp_path / 'missing' / 'file'}'): "
         "retry 1 in 0.5 s; 3 results held, none lost"
@@ -117,7 +117,7 @@ def test_calls_failing_together_say_it_once(tmp_path, caplog):
         time.sleep(0.2)
         path.write_text("here")
         assert [call.result() for call in calls] == ["here", "here"]
-    assert len([r for r in caplog.records if r.name == "search.outages"]) == 1
+    assert len([r for r in caplog.records if r.name == "search.core.outages"]) == 1
 
 
 def test_the_token_hint_names_where_the_token_came_from(monkeypatch, tmp_path):

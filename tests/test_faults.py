@@ -17,9 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import tell
-from search.searcher import AskTellSearcher, reconcile_running
-from search.spec import from_dict
+from search.core.spec import from_dict
+from search.driver import tell
+from search.driver.searcher import AskTellSearcher, reconcile_running
 from tests.conftest import ROOT, tiny_spec_dict, write_toml
 
 BUDGET = 8
@@ -149,12 +149,12 @@ def worker_pids() -> set[int]:
 
 @pytest.mark.ray
 def test_killed_worker_is_retried_and_the_search_completes(ray_local, tmp_path):
-    from search.launcher import launch
+    from search.driver.launcher import launch
 
     spec = from_dict(tiny_spec_dict(name="worker-kill", budget={"trials": 4, "concurrency": 2, "epochs": 4, "max_retries": 1}))
     url = f"sqlite:///{tmp_path / 'w.db'}"
     killed: list[int] = []
-    from search.storage import open_storage
+    from search.core.storage import open_storage
 
     open_storage(url)  # create the schema before the watcher thread reads it
 

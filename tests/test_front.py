@@ -27,9 +27,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search import pareto as front
-from search.errors import UsageError
-from search.spec import from_dict, to_toml_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict, to_toml_dict
+from search.results import pareto as front
 from tests.conftest import run_cli, tiny_spec_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -216,7 +216,7 @@ def test_knee_never_picks_a_near_chance_model():
 
 
 def test_trade_sentence_matches_the_numbers():
-    from search.trade import ratio_words, trade_sentence
+    from search.results.trade import ratio_words, trade_sentence
 
     study = near_chance_study()
     objectives = front.objectives_of(study)
@@ -295,7 +295,7 @@ def test_front_table_fits_a_narrow_terminal_without_cutting_words():
 
     from rich.console import Console
 
-    from search.front_table import print_front
+    from search.results.front_table import print_front
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     study.set_user_attr("objectives", ["accuracy", "latency_ms", "energy_mj"])
@@ -329,7 +329,7 @@ def test_plots_mark_the_knee_in_a_visible_colour(tmp_path):
     import numpy as np
     from matplotlib.colors import to_rgba
 
-    from search.plots import FRONT_COLOR, KNEE_COLOR, plot, plotly_figure
+    from search.results.plots import FRONT_COLOR, KNEE_COLOR, plot, plotly_figure
 
     report = front.report(hand_study())
     fig = plotly_figure(report)
@@ -390,7 +390,7 @@ def test_cli_usage_errors_are_one_line(tmp_path, args, message):
 
 
 def test_html_plot_is_written(tmp_path):
-    from search.plots import plot
+    from search.results.plots import plot
 
     path = plot(front.report(hand_study()), tmp_path / "front.html")
     text = path.read_text()
@@ -399,7 +399,7 @@ def test_html_plot_is_written(tmp_path):
 
 
 def test_plot_rejects_unknown_suffix(tmp_path):
-    from search.plots import plot
+    from search.results.plots import plot
 
     with pytest.raises(UsageError, match="use a .html"):
         plot(front.report(hand_study()), tmp_path / "front.jpg")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from objectives import energy
-from search.data import load_task
-from search.errors import UsageError
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.tasks.data import load_task
 from tests.conftest import tiny_spec_dict
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: GPU paths not run")
@@ -72,7 +72,7 @@ def test_cpu_measurement_never_asks_nvml(monkeypatch, tmp_path):
 
 
 def test_int8_or_onnxruntime_with_cuda_measurement_is_refused_before_anything_starts():
-    from search import preflight
+    from search.trial import preflight
 
     spec = from_dict(tiny_spec_dict(measure={"device": "cuda"}, space={
         **tiny_spec_dict()["space"], "quantization": {"modes": ["none", "static"]}, "runtime": {"enabled": True}}))
@@ -84,7 +84,7 @@ def test_int8_or_onnxruntime_with_cuda_measurement_is_refused_before_anything_st
 
 @CUDA
 def test_trial_trains_and_measures_on_cuda():
-    from search.trial import run_pipeline
+    from search.trial.pipeline import run_pipeline
 
     spec = from_dict(tiny_spec_dict(resources={"gpus_per_trial": 1}, measure={"device": "cuda", "repeats": 20}))
     task = load_task(spec)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from search.data import load_task, loader
-from search.errors import UsageError
-from search.images import ImageFiles
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.tasks.data import load_task
+from search.tasks.images import ImageFiles
+from search.tasks.task import loader
 from tests.conftest import run_cli, tiny_spec_dict, write_toml
 
 
@@ -134,6 +135,6 @@ def test_task_keys_are_one_of_path_images_factory(tmp_path):
         from_dict(tiny_spec_dict(task={"path": "a.npz", "image_size": [8, 8]}))
     (tmp_path / "sub").mkdir()
     spec = write_toml(tmp_path / "sub" / "s.toml", tiny_spec_dict(task={"images": "data/imgs"}))
-    from search.spec import load
+    from search.core.spec import load
 
     assert load(spec).task.images == tmp_path / "sub" / "data" / "imgs"  # relative to the spec file

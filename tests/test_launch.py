@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.launcher import launch
-from search.spec import from_dict
+from search.core.spec import from_dict
+from search.driver.launcher import launch
 from tests.conftest import tiny_spec_dict
 
 pytestmark = pytest.mark.ray
@@ -52,7 +52,7 @@ def test_all_trials_complete_with_three_objectives(finished_study):
 
 
 def test_each_trial_says_where_its_time_went_and_the_phases_add_up(finished_study):
-    from search import timing
+    from search.trial import timing
 
     _, url, _ = finished_study
     for t in optuna.load_study(study_name="e2e", storage=url).get_trials():
@@ -132,7 +132,7 @@ def test_cli_launch_shows_progress_and_ends_with_the_front(tmp_path):
     """Not a terminal (a CI log): plain progress lines with counts and ETA while it runs,
     then what this run stored, the front with its knee, the hypervolume and the export
     command; none of Ray's messages that do not apply."""
-    from search import pareto as front
+    from search.results import pareto as front
     from tests.conftest import run_cli, write_toml
 
     spec = write_toml(tmp_path / "shown.toml", tiny_spec_dict(name="shown", budget={"trials": 4, "concurrency": 2, "epochs": 3}))

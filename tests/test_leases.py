@@ -19,11 +19,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import lease, outages, tell
-from search.launcher import open_study
-from search.searcher import AskTellSearcher, reconcile_running
-from search.spec import from_dict
-from search.storage import open_storage, serialize_sqlite
+from search.core import outages
+from search.core.spec import from_dict
+from search.core.storage import open_storage, serialize_sqlite
+from search.driver import lease, tell
+from search.driver.launcher import open_study
+from search.driver.searcher import AskTellSearcher, reconcile_running
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 
 FINITE = {"accuracy": 0.9, "latency_ms": 1.0, "energy_mj": 2.0, "size_kb": 3.0}
@@ -132,7 +133,7 @@ def test_sqlite_reconcile_is_atomic_between_processes(tmp_path):
     for _ in range(40):
         study.ask()
     script = (
-        "import sys, time, optuna; from search import tell; from search.storage import open_storage, serialize_sqlite\n"
+        "import sys, time, optuna; from search.driver import tell; from search.core.storage import open_storage, serialize_sqlite\n"
         "s = open_storage(sys.argv[1]); serialize_sqlite(s); study = optuna.load_study(study_name='shared', storage=s)\n"
         "ids = [t._trial_id for t in study.get_trials(deepcopy=False)]; start = float(sys.argv[2]); wins = 0\n"
         "for k, i in enumerate(ids):\n"
@@ -204,7 +205,7 @@ def test_a_tell_that_meets_a_lock_is_retried(locked_sqlite, caplog):
     release = hold(1.5)
     with pytest.raises(optuna.exceptions.StorageInternalError):  # the lock is real: a plain write fails
         storage.set_trial_user_attr(trial._trial_id, "probe", 1)
-    with caplog.at_level(logging.WARNING, logger="search.tell"):
+    with caplog.at_level(logging.WARNING, logger="search.driver.tell"):
         searcher.on_trial_complete("t", dict(FINITE))
     release.join()
     stored = study._storage.get_trial(trial._trial_id)
@@ -304,7 +305,7 @@ def test_studies_command_lists_objectives_states_and_live_drivers(tmp_path):
     ({"PARETUNE_HEARTBEAT_S": "30", "PARETUNE_LEASE_S": "40"}, "$PARETUNE_LEASE_S=40 must be at least twice $PARETUNE_HEARTBEAT_S=30"),
 ])
 def test_bad_lease_settings_are_refused(monkeypatch, env, message):
-    from search.errors import UsageError
+    from search.core.errors import UsageError
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -8,10 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from search import feasibility, moasha
-from search.dominance import crowding, nondominated_ranks
-from search.moasha import decide, milestones
-from search.spec import Constraint
+from search.core.dominance import crowding, nondominated_ranks
+from search.core.spec import Constraint
+from search.driver import moasha
+from search.driver.moasha import decide
+from search.trial import feasibility
+from search.trial.runner import milestones
 
 
 def test_milestones_are_geometric_and_below_the_epochs():

@@ -11,12 +11,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.plugins import suggest_params
-from search import tabular_bench
-from search.data import load_task
-from search.errors import UsageError
-from search.spec import from_dict
-from search.trial import run_pipeline
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.tasks import tabular_bench
+from search.tasks.data import load_task
+from search.tasks.plugins import suggest_params
+from search.trial.pipeline import run_pipeline
 from tests.conftest import run_cli, write_toml
 
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"}
@@ -112,7 +112,7 @@ def test_cli_rejects_default_objectives_with_exit_2(tmp_path):
 
 @pytest.mark.ray
 def test_launch_six_trials_through_ray(ray_local, tmp_path):
-    from search.launcher import launch
+    from search.driver.launcher import launch
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     summary = launch(nas_spec(), storage_url=url)
@@ -128,7 +128,7 @@ def test_launch_six_trials_through_ray(ray_local, tmp_path):
     # The task kind is the study's (recorded at launch): export rebuilds the table's
     # params through the same registry, which once failed for a table study.
     assert study.user_attrs["task_kind"] == "table"
-    from search import exporter, pareto
+    from search.results import exporter, pareto
 
     chosen = pareto.pick(study, "knee")
     path = exporter.export(study, chosen, url, tmp_path / "nas-best.toml")

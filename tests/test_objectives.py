@@ -49,10 +49,10 @@ def test_training_pauses_while_a_measurement_holds_the_lock(tmp_path, monkeypatc
     import threading
     import time
 
-    from search.data import load_task
-    from search.plugins import Plugins
-    from search.spec import from_dict
-    from search.trial import trial_context
+    from search.core.spec import from_dict
+    from search.tasks.data import load_task
+    from search.tasks.plugins import Plugins
+    from search.trial.pipeline import trial_context
     from spaces import architecture
     from tests.conftest import tiny_spec_dict, train
 
@@ -71,7 +71,7 @@ def test_training_pauses_while_a_measurement_holds_the_lock(tmp_path, monkeypatc
 
     # A trial's training hooks pause on the node's measurement lock.
     spec = from_dict(tiny_spec_dict())
-    # (Wrapped once to time the waits: search.timing.)
+    # (Wrapped once to time the waits: search.trial.timing.)
     assert inspect.unwrap(trial_context(params, task, spec, 0, Plugins()).training.pause) is latency.wait_for_measurements
     pause = lambda: latency.wait_for_measurements()  # noqa: E731 - looked up per call (monkeypatched below)
 

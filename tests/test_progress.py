@@ -13,8 +13,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
-from search import progress
-from search.searcher import INTERRUPTED
+from search.driver import progress
+from search.driver.searcher import INTERRUPTED
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

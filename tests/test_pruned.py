@@ -14,13 +14,13 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
-from search import pruned, tell
-from search import outages
-from search.launcher import open_study
-from search.moasha import MOASHAScheduler
-from search.searcher import AskTellSearcher
-from search.spec import from_dict
-from search.storage import open_storage
+from search.core import outages
+from search.core.spec import from_dict
+from search.core.storage import open_storage
+from search.driver import pruned, tell
+from search.driver.launcher import open_study
+from search.driver.moasha import MOASHAScheduler
+from search.driver.searcher import AskTellSearcher
 from tests.conftest import tiny_spec_dict
 
 FINAL = {"accuracy": 0.9, "latency_ms": 1.0, "energy_mj": 2.0, "size_kb": 3.0, "done": True}

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 
 import numpy as np
 import optuna
 import pytest
+import tomllib
 
-from search.plugins import suggest_params
-from search.data import load_task
-from search.spec import to_toml_dict
-from search.trial import run_pipeline
+from search.core.spec import to_toml_dict
+from search.tasks.data import load_task
+from search.tasks.plugins import suggest_params
+from search.trial.pipeline import run_pipeline
 from tests.conftest import acc, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,7 +57,7 @@ def record_trial(tmp, spec, params: dict, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    from search.spec import from_dict
+    from search.core.spec import from_dict
     from tests.conftest import tiny_spec_dict
 
     return record_trial(tmp_path_factory.mktemp("retrain"), from_dict(tiny_spec_dict()), PARAMS, SEED)
@@ -87,7 +87,6 @@ def test_export_train_and_load_in_a_fresh_process(searched):
     assert abs(retrained - metrics["accuracy"]) <= ACCURACY_TOLERANCE
     # Same seed, same single-threaded pipeline: the retrained model is the searched one,
     # so its test accuracy matches the in-process model's within a few images.
-    from objectives import accuracy
 
     in_process = acc(searched["model"], task, "test")
     assert abs(retrained - in_process) <= 3 / len(task.test.y)
@@ -132,9 +131,8 @@ def test_export_train_and_load_in_a_fresh_process(searched):
 def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
     import torch
 
-    from search import exporter
-    from search import retrain
-    from search.storage import load_study
+    from search.core.storage import load_study
+    from search.results import exporter, retrain
 
     study = load_study(searched["url"], "tiny")
     config_path = exporter.export(study, study.trials[0], searched["url"], tmp_path / "best.toml")
@@ -144,7 +142,7 @@ def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise RuntimeError("cannot trace this")
 
-    from search import trial
+    from search.trial import pipeline as trial
 
     pipeline = trial.run_pipeline
 
@@ -163,10 +161,9 @@ def test_failed_trace_falls_back_to_state_dict(searched, monkeypatch, tmp_path):
 
 
 def test_onnxruntime_trial_exports_the_onnx_model_it_was_measured_on(tmp_path):
-    from search import exporter
-    from search import retrain
-    from search.spec import from_dict
-    from search.storage import load_study
+    from search.core.spec import from_dict
+    from search.core.storage import load_study
+    from search.results import exporter, retrain
     from tests.conftest import tiny_spec_dict
 
     spec = from_dict(tiny_spec_dict(name="ort", space={**tiny_spec_dict()["space"], "runtime": {"enabled": True}}))
@@ -207,10 +204,9 @@ def test_train_without_params_is_a_usage_error(tmp_path):
 
 
 def test_tabular_model_card_carries_standardization_and_labels(tmp_path):
-    from search import exporter
-    from search import retrain
-    from search.spec import from_dict
-    from search.storage import load_study
+    from search.core.spec import from_dict
+    from search.core.storage import load_study
+    from search.results import exporter, retrain
     from tests.conftest import tiny_spec_dict
 
     spec = from_dict(tiny_spec_dict(name="wine", task="wine"))

@@ -1,4 +1,4 @@
-"""early_stopping = "auto": the full-fidelity bracket and trusted rungs (search.rung_trust),
+"""early_stopping = "auto": the full-fidelity bracket and trusted rungs (search.driver.rung_trust),
 and the MO-ASHA scheduler guarded by them, on scripted learning curves in a real Optuna
 storage (no Ray: the scheduler is driven the way Tune drives it)."""
 
@@ -12,9 +12,9 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
-from search import rung_trust
-from search.moasha import MOASHAScheduler
-from search.spec import from_dict
+from search.core.spec import from_dict
+from search.driver import rung_trust
+from search.driver.moasha import MOASHAScheduler
 from tests.conftest import tiny_spec_dict
 
 OBJECTIVES = {"accuracy": "maximize", "size_kb": "minimize"}
@@ -191,8 +191,9 @@ def test_auto_falls_back_to_none_where_nothing_can_be_judged():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_an_auto_search_judges_only_at_trusted_rungs(ray_local, tmp_path):
-    from search import pareto, pruned
-    from search.launcher import launch
+    from search.driver import pruned
+    from search.driver.launcher import launch
+    from search.results import pareto
 
     data = tiny_spec_dict(name="auto", objectives=OBJECTIVES)
     data["space"]["architecture"] = {"families": ["mlp"], "width": [8, 32], "depth": [1, 2]}

@@ -12,10 +12,11 @@ import optuna
 import pytest
 import torch
 
-from search import hardware
-from search.data import calibration_batches, load_task
-from search.retrain import trace
-from search.spec import from_dict, load
+from search.core.spec import from_dict, load
+from search.results.retrain import trace
+from search.tasks.data import load_task
+from search.tasks.task import calibration_batches
+from search.trial import hardware
 from spaces import architecture, quantization, runtime
 from tests.conftest import ROOT, predict, tiny_spec_dict, train
 
@@ -92,7 +93,7 @@ def test_default_digits_search_measures_and_ships_the_same_runtime(ray_local, tm
     every trial is measured on a shipped runtime, and the exported knee's card reports
     the latency of the shipped file on the runtime the search measured."""
     import search
-    from search.spec import to_toml_dict
+    from search.core.spec import to_toml_dict
 
     default = load(ROOT / "studies" / "digits.toml")
     data = to_toml_dict(default)
@@ -113,7 +114,7 @@ def test_default_digits_search_measures_and_ships_the_same_runtime(ray_local, tm
         assert attrs["cpu_flags"] == hardware.cpu_flags()
 
     # The knee among the searched trials (the baseline, eager by definition, ships TorchScript: another runtime).
-    from search import pareto
+    from search.results import pareto
 
     config = search.export(study, tmp_path / "best.toml", storage=url, where=["runtime!=eager"])
     knee = pareto.pick(study, "knee", ["runtime!=eager"])

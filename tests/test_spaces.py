@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 import spaces
-from search.plugins import suggest_params
-from search.spec import from_dict, load
+from search.core.spec import from_dict, load
+from search.tasks.plugins import suggest_params
 from tests.conftest import ROOT, sample_many, tiny_spec_dict
 from tests.dims import EXTRA_KEYS
 
@@ -95,7 +95,7 @@ def test_enabled_dimensions_respect_bounds_and_conditions():
     ],
 )
 def test_bad_sections_are_rejected(section, message):
-    from search.errors import UsageError
+    from search.core.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
         from_dict(tiny_spec_dict(space=section))
@@ -155,7 +155,7 @@ def test_untrained_params_ask_every_dimension_and_change_nothing_in_place():
 
 
 def test_the_builtins_facts_keep_their_metric_names_and_flags():
-    from search import metrics
+    from search.trial import metrics
 
     assert {"quantized", "runtime", "int8_kernels", "teacher_source"} <= set(spaces.facts())
     assert {"quantized", "runtime", "int8_kernels"} <= set(metrics.keys(card=True))
@@ -167,7 +167,7 @@ def test_the_builtins_facts_keep_their_metric_names_and_flags():
 def test_recorded_facts_read_as_metrics_and_are_stored():
     import dataclasses
 
-    from search.metrics import TrialMetrics, stored_attrs
+    from search.trial.metrics import TrialMetrics, stored_attrs
 
     required = {f.name: 0 for f in dataclasses.fields(TrialMetrics)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}

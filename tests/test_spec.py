@@ -3,12 +3,10 @@ field or file, exit code 2 from the CLI, no traceback, nothing written."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from search.errors import UsageError
-from search.spec import load
+from search.core.errors import UsageError
+from search.core.spec import load
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 
 

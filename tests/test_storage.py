@@ -14,9 +14,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.launcher import launch
-from search.spec import from_dict
-from search.storage import SQLITE_TIMEOUT_S, open_storage
+from search.core.spec import from_dict
+from search.core.storage import SQLITE_TIMEOUT_S, open_storage
+from search.driver.launcher import launch
 from tests.conftest import tiny_spec_dict
 from tests.raycluster import free_port
 
@@ -55,7 +55,7 @@ def test_sqlite_waits_for_its_lock():
 
 
 def test_unreachable_postgresql_is_one_line(tmp_path):
-    from search.errors import UsageError
+    from search.core.errors import UsageError
 
     with pytest.raises(UsageError, match=r"^--storage postgresql://u:\*\*\*@127.0.0.1:\d+/db: cannot open storage") as error:
         open_storage(f"postgresql://u:secret@127.0.0.1:{free_port()}/db")
@@ -86,8 +86,8 @@ def test_read_only_commands_create_no_storage(tmp_path, command, url):
 
 
 def test_reading_a_file_that_is_no_optuna_storage_writes_nothing(tmp_path):
-    from search.errors import UsageError
-    from search.storage import load_study
+    from search.core.errors import UsageError
+    from search.core.storage import load_study
 
     empty = tmp_path / "empty.db"
     empty.touch()

@@ -12,13 +12,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import stop_signals, timing
-from search import storage as storages
-from search.searcher import AskTellSearcher
-from search.spec import from_dict
+from search.core import storage as storages
+from search.core.spec import from_dict
+from search.driver import stop_signals
+from search.driver.searcher import AskTellSearcher
+from search.trial import timing
 from tests.conftest import tiny_spec_dict
 
-# --- search.timing ----------------------------------------------------------------
+# --- search.trial.timing ----------------------------------------------------------------
 
 
 def test_a_wait_is_its_own_phase_and_not_counted_in_the_phase_it_interrupts():
@@ -61,7 +62,7 @@ def test_breakdown_adds_up_to_the_stored_duration():
 
 
 def test_the_eta_counts_a_trial_from_its_slot_not_from_its_ask_ahead():
-    from search.progress import busy_seconds
+    from search.driver.progress import busy_seconds
 
     start = dt.datetime(2026, 1, 1, 12, 0, 0)
     t0 = start.timestamp()
@@ -107,8 +108,8 @@ def test_one_transaction_is_one_commit_on_sqlite(tmp_path):
 
 
 def test_reports_and_validation_passes_only_at_the_wanted_epochs(tiny_spec, monkeypatch):
-    from search import training
-    from search.data import load_task
+    from search.tasks.data import load_task
+    from search.trial import training
     from spaces import architecture
 
     spec = tiny_spec()
@@ -126,7 +127,7 @@ def test_reports_and_validation_passes_only_at_the_wanted_epochs(tiny_spec, monk
 
 
 def test_a_trial_reports_at_the_rungs_of_mo_asha_and_nowhere_else(tiny_spec):
-    from search.trial import report_epochs
+    from search.trial.runner import report_epochs
 
     assert report_epochs(tiny_spec(budget={"epochs": 30, "early_stopping": "none"})) == ()
     rungs = report_epochs(tiny_spec(budget={"epochs": 30, "early_stopping": "moasha", "grace_epochs": 1,
@@ -208,7 +209,7 @@ def test_a_failed_ask_ahead_is_raised_where_the_trial_is_wanted(monkeypatch):
 
 
 def test_outcomes_are_stored_behind_the_event_loop_in_order(monkeypatch):
-    from search import tell
+    from search.driver import tell
 
     searcher = pipelined_searcher(budget=10)
     slow_record = tell.record
@@ -232,7 +233,7 @@ def test_outcomes_are_stored_behind_the_event_loop_in_order(monkeypatch):
 
 
 def test_a_failed_write_surfaces_at_the_next_call(monkeypatch):
-    from search import tell
+    from search.driver import tell
 
     searcher = pipelined_searcher(budget=10)
     searcher.suggest("a")

@@ -26,8 +26,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import dashboard, tracking
-from search.storage import open_storage
+from search.core.storage import open_storage
+from search.results import dashboard, tracking
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import free_port
 
@@ -91,7 +91,7 @@ def runs_of(uri: str, experiment: str) -> tuple[list, list]:
 
 def start_table_driver(url: str, name: str, trials: int, seconds: float, uri: str, log: Path,
                        env: dict | None = None) -> subprocess.Popen:
-    """A real driver (search.launcher.launch, its own local Ray) on NAS-Bench-201 lookups."""
+    """A real driver (search.driver.launcher.launch, its own local Ray) on NAS-Bench-201 lookups."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.drivers", "--storage", url, "--name", name, "--trials", str(trials),
          "--concurrency", "2", "--seconds", str(seconds), "--log", str(log), "--mlflow", uri],

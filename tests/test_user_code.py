@@ -6,14 +6,13 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
-from torch import nn
 
-from search import launcher
-from search.data import load_task
-from search.errors import UsageError
-from search.plugins import Plugins, resolve, suggest_params
-from search.spec import from_dict
-from search.trial import run_pipeline
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.driver import launcher
+from search.tasks.data import load_task
+from search.tasks.plugins import resolve, suggest_params
+from search.trial.pipeline import run_pipeline
 from tests.conftest import ROOT, run_cli, sample_many, tiny_spec_dict, write_toml
 
 CODE = ROOT / "tests" / "user_code"
@@ -124,7 +123,7 @@ BAD_CODE = [
 ])
 def test_bad_user_code_is_one_line_naming_key_and_file(no_ray, tmp_path, override, expected):
     path = write_toml(tmp_path / "s.toml", user_spec(**override))
-    from search.spec import load
+    from search.core.spec import load
 
     with pytest.raises(UsageError) as info:
         launcher.launch(load(path), storage_url=f"sqlite:///{tmp_path / 'x.db'}")
@@ -172,7 +171,7 @@ def test_cli_preflight_refusal_exits_2_writes_nothing_and_starts_no_ray(tmp_path
 
 
 def test_preflight_table_and_drop_unsupported(tmp_path):
-    from search import preflight
+    from search.trial import preflight
 
     spec = from_dict(user_spec(model=BRANCHY["model"], space={**BRANCHY["space"], "runtime": {"enabled": True}}))
     plugins = resolve(spec)

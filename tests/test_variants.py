@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import variants
-from search.errors import UsageError
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.trial import variants
 from tests.conftest import tiny_spec_dict
 
 TRAINING_DIMENSIONS = ("family", "width", "depth", "batch_norm", "kernel", "optimizer", "lr", "schedule", "batch_size",
@@ -24,7 +24,7 @@ def _shared(params: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def variant_study(ray_local, tmp_path_factory):
-    from search.launcher import launch
+    from search.driver.launcher import launch
 
     db = tmp_path_factory.mktemp("variants") / "v.db"
     spec = from_dict(tiny_spec_dict(name="variants", seed=1, budget={"trials": 8, "variants_per_training": 4},
@@ -59,9 +59,9 @@ def test_variants_share_one_training_and_differ_only_after_it(variant_study):
 
 @pytest.mark.ray
 def test_a_variant_retrained_alone_is_the_same_model(variant_study):
-    from search.data import load_task
-    from search.plugins import suggest_params
-    from search.trial import run_pipeline
+    from search.tasks.data import load_task
+    from search.tasks.plugins import suggest_params
+    from search.trial.pipeline import run_pipeline
 
     _, study, _ = variant_study
     spec = from_dict(study.user_attrs["spec"])
@@ -80,8 +80,8 @@ def test_the_end_summary_counts_trainings_and_variants(variant_study):
 
 
 def test_run_group_derives_each_member_from_the_same_trained_weights():
-    from search.data import load_task
-    from search.trial import run_group, run_pipeline
+    from search.tasks.data import load_task
+    from search.trial.pipeline import run_group, run_pipeline
 
     spec = from_dict(tiny_spec_dict(space={"architecture": {"families": ["mlp"], "width": [16, 16], "depth": [1, 1]}}))
     task = load_task(spec)

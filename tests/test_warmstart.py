@@ -4,15 +4,14 @@ new study instead of resuming the one it came from."""
 
 from __future__ import annotations
 
-import tomllib
-
 import optuna
 import pytest
+import tomllib
 
-from search import exporter
-from search import warmstart
-from search.errors import UsageError
-from search.spec import from_dict
+from search.core.errors import UsageError
+from search.core.spec import from_dict
+from search.driver import warmstart
+from search.results import exporter
 from tests.conftest import run_cli, tiny_spec_dict, write_toml
 from tests.test_export import searched_study
 
@@ -65,7 +64,7 @@ def test_enqueue_only_into_a_new_study_for_the_specs_own_params(exported_params)
     assert warmstart.enqueue(study, [own, extra], study_is_new=False) == [extra]
     (waiting,) = study.get_trials()
     assert waiting.state == optuna.trial.TrialState.WAITING and waiting.user_attrs == {"enqueued_from": "known.toml"}
-    from search.plugins import suggest_params
+    from search.tasks.plugins import suggest_params
 
     trial = study.ask()  # the searcher's next ask takes it; its suggestions return the pinned values
     suggest_params(trial, spec, "image")

@@ -1,7 +1,7 @@
 """The same search from Python, with a training loop of your own (no spec file needed
 beyond the example's): `python examples/own_model/api.py [TRIALS]`.
 
-The loop follows paretune's contract (search/training.py): it uses the optimizer and
+The loop follows paretune's contract (search/trial/training.py): it uses the optimizer and
 schedule paretune built from the searched params, and calls the hooks the other
 dimensions need (augmentation, the loss with label smoothing/distillation/L1, gradual
 pruning's end of epoch).

@@ -21,8 +21,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from model import build  # noqa: E402 - the example's model, beside this file
 
-from search.data import load_task, loader  # noqa: E402
-from search.spec import load  # noqa: E402
+from search.core.spec import load  # noqa: E402
+from search.tasks.data import load_task  # noqa: E402
+from search.tasks.task import loader
 
 KNOBS = {"width": 16, "blocks": 2, "act": "relu"}  # the same values as spec_weights.toml's [baseline]
 EPOCHS = 12

@@ -1,4 +1,4 @@
-"""A user training loop that follows the contract (search/training.py)."""
+"""A user training loop that follows the contract (search/trial/training.py)."""
 
 CALLS = []  # (epochs, batches seen) per call, for tests in the same process
 

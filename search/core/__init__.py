@@ -1,0 +1,7 @@
+"""The vocabulary every stage shares: the study spec and its errors, "NAME OP VALUE"
+conditions, the names of what paretune records on trials and studies, Pareto
+dominance maths (non-dominated sorting, crowding, hypervolume), opening an Optuna
+storage, and Optuna's internals, reached in one module.
+
+May import: nothing of paretune outside `search.core` (third-party libraries only).
+"""
