@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import re
 import sys
+import tokenize
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,15 +35,24 @@ PACKAGES = ("search", "spaces", "objectives")
 LAYERS = ("core", "tasks", "trial", "results", "driver")
 TOP = "search"  # cli.py, api.py: may import every layer
 
-# What names a dimension: the built-in dimensions' names and their modes. Kept in
-# sync with spaces/ by tests/test_layout.py (every registered dimension is here).
+# What names a dimension: a built-in dimension's name, or a word only one of them
+# uses (its modes, its facts). Checked in code (names, and strings that are not
+# docstrings); prose that explains the pipeline may mention them.
 DIMENSION_WORDS = (
-    "architecture", "pruning", "quantization", "quantized", "regularization", "schedule",
-    "distillation", "teacher", "augmentation", "runtime", "int8", "qat", "static_int8",
-    "dynamic_int8", "torchscript", "onnxruntime", "OrtModule", "openvino", "mixup", "cutmix",
-    "label_smoothing", "weight_decay", "cosine", "onecycle", "unstructured", "gradual",
+    "architecture", "pruning", "quantization", "regularization", "schedule", "distillation",
+    "augmentation", "runtime", "quantized", "int8", "qat", "teacher", "torchscript", "onnxruntime",
+    "ort", "openvino", "mixup", "cutmix", "label_smoothing", "unstructured", "structured", "gradual",
 )
-DIMENSION_PATTERN = re.compile(r"\b(" + "|".join(DIMENSION_WORDS) + r")\w*", re.IGNORECASE)
+# Third-party names that contain such a word but name no dimension of paretune's.
+NOT_A_DIMENSION = {
+    "runtime_env", "code_runtime_env", "get_runtime_context",  # Ray's environment of a worker
+    "quantized_engine",  # torch's int8 backend, part of a node's hardware record
+    "is_quantized",  # torch.Tensor's attribute (a stored model's packed weights)
+    "amx_int8",  # a CPU flag
+    "quantized::",  # torch's operator namespace
+    "int8",  # as a string: a MAC's precision in the energy model's table, beside "fp32"
+}
+DIMENSION_PATTERN = re.compile(r"(?<![a-z0-9])(" + "|".join(DIMENSION_WORDS) + r")(?![a-z0-9])", re.IGNORECASE)
 DEFERRED = re.compile(r"#\s*deferred:")
 
 
@@ -142,16 +153,41 @@ def upward(found) -> list[tuple[str, str, int]]:
     return [(a, b, line) for a, b, _, line, _ in found if layer(b) > layer(a)]
 
 
+def _docstring_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                lines.update(range(first.lineno, first.end_lineno + 1))
+    return lines
+
+
 def dimension_mentions() -> list[str]:
-    """Lines of search/ and objectives/ code that name a built-in dimension or mode
-    (docstrings and comments included: a reader's map should not either)."""
+    """Code of search/ and objectives/ that names a built-in dimension: an identifier or
+    a string (docstrings and comments aside) with one of DIMENSION_WORDS as a word
+    (`_`-separated parts count: `is_quantized`, `teacher_source`)."""
     hits = []
     for package in ("search", "objectives"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                if DIMENSION_PATTERN.search(line):
-                    hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    return hits
+            text = path.read_text()
+            docs = _docstring_lines(ast.parse(text))
+            lines = text.splitlines()
+            before: list[str] = ["", ""]
+            for token in tokenize.generate_tokens(io.StringIO(text).readline):
+                after_backends = before == ["backends", "."]  # torch.backends.<engine>: torch's, not a dimension
+                before = [before[1], token.string]
+                if after_backends:
+                    continue
+                if token.type not in (tokenize.NAME, tokenize.STRING) or token.start[0] in docs:
+                    continue
+                if token.string.strip("\"'") in NOT_A_DIMENSION and (token.type == tokenize.STRING or token.string != "int8"):
+                    continue
+                words = token.string.replace("_", " ")
+                if DIMENSION_PATTERN.search(words):
+                    row = token.start[0]
+                    hits.append(f"{path.relative_to(ROOT)}:{row}: {lines[row - 1].strip()}")
+    return list(dict.fromkeys(hits))
 
 
 def _bindings(module: str, tree: ast.Module, known: dict) -> dict[str, str]:
@@ -241,8 +277,9 @@ def print_layout(known: dict[str, Path]) -> None:
         members = sorted(groups[group])
         total = sum(code_lines(known[m]) for m in members)
         init = known.get(group)
-        print(f"  {group + '/':<16} {total:>6}  {docstring_line(init) if init else ''}")
-        names = [m.rsplit(".", 1)[-1] for m in members if m != group]
+        folder = group.replace(".", "/") + "/"
+        print(f"  {folder:<16} {total:>6}  {docstring_line(init) if init else ''}")
+        names = [m.rsplit(".", 1)[-1] for m in members if m != group and not m.endswith("__main__")]
         print(f"  {'':<16} {'':>6}  {', '.join(names)}")
 
 

@@ -104,7 +104,7 @@ def infeasible_line(study: optuna.Study, summary: LaunchSummary, spec: StudySpec
         + "; ".join(
             f"{c} not met, the closest measured {c.objective} {value:.3g} (trial {number})" for c, value, number in closest
         )
-        + ". Loosen the constraint, or search smaller models, quantization or pruning."
+        + ". Loosen the constraint, or search smaller models or more compression."
     )
 
 

@@ -1,4 +1,6 @@
-"""A study's results: the Pareto front and its reports and tables, the trade against
+"""A study's results: fronts, export, retrain, plots, tracking.
+
+The Pareto front and its reports and tables, the trade against
 the baseline, exporting a pinned config, retraining what ships, plots, the
 optuna-dashboard note and artifacts, and MLflow tracking.
 

@@ -87,11 +87,12 @@ def apply(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def frozen(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode with no gradients (the teacher of a distilling trial)."""
-    teacher = copy.deepcopy(model).eval()
-    for parameter in teacher.parameters():
+    """A copy of `model` in eval mode with no gradients (what a dimension may hold fixed
+    beside the trained model, e.g. as a reference to learn from)."""
+    copied = copy.deepcopy(model).eval()
+    for parameter in copied.parameters():
         parameter.requires_grad_(False)
-    return teacher
+    return copied
 
 
 def params_words(params: dict) -> str:
