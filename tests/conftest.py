@@ -1,5 +1,13 @@
 """Shared fixtures: one local Ray per test session, tiny fast specs, a CLI runner, a
-throwaway PostgreSQL server."""
+throwaway PostgreSQL server; and the guard that keeps the resource markers true.
+
+Markers (registered in pyproject.toml): `ray` (starts Ray), `cluster` (a multi-node
+Ray cluster on loopback; also `ray`), `postgres` (a PostgreSQL server), `slow` (end to
+end). `pytest -m "not ray"` is the quick tier. A test not marked `ray` that starts Ray
+fails: in this process `ray.init` and the loopback cluster raise and `ray.is_initialized`
+says False, and $PARETUNE_NO_RAY makes a driver subprocess raise before it starts Ray
+(`search.driver.launcher.init_ray`). A test using the `ray_local` or `postgres_url` fixture
+without its marker fails too, at collection where pytest can see it, else at setup."""
 
 from __future__ import annotations
 
@@ -54,7 +62,7 @@ def sample_many(spec, n=60, task_kind="image", seed=1, plugins=None) -> list[dic
     """`n` configs drawn by a seeded random sampler through the dimension registry."""
     import optuna
 
-    from search.plugins import suggest_params
+    from search.tasks.plugins import suggest_params
 
     study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
     configs = []
@@ -67,14 +75,77 @@ def sample_many(spec, n=60, task_kind="image", seed=1, plugins=None) -> list[dic
 
 @pytest.fixture
 def tiny_spec():
-    from search.spec import from_dict
+    from search.core.spec import from_dict
 
     return lambda **overrides: from_dict(tiny_spec_dict(**overrides))
+
+
+# --- the resource markers, kept true ------------------------------------------------------
+
+NO_RAY_ENV = "PARETUNE_NO_RAY"
+_current: pytest.Item | None = None  # the test being set up, run or torn down
+_no_ray: pytest.MonkeyPatch | None = None
+
+
+def _require(marker: str, what: str) -> None:
+    """Fail the current test unless it is marked `marker`."""
+    if _current is not None and _current.get_closest_marker(marker) is None:
+        pytest.fail(f"{_current.nodeid} {what} but is not marked @pytest.mark.{marker}", pytrace=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "cluster" in marks and "ray" not in marks:
+            wrong.append(f"{item.nodeid}: marked cluster but not ray")
+        if "ray_local" in fixtures and "ray" not in marks:
+            wrong.append(f"{item.nodeid}: uses ray_local but is not marked ray")
+        if "postgres_url" in fixtures and "postgres" not in marks:
+            wrong.append(f"{item.nodeid}: uses postgres_url but is not marked postgres")
+    if wrong:
+        raise pytest.UsageError("tests without the marker of a resource they use:\n  " + "\n  ".join(wrong))
+
+
+def _refuse_ray(*args, **kwargs):
+    raise RuntimeError(f"{_current.nodeid if _current else 'this test'} starts Ray but is not marked @pytest.mark.ray")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before any fixture of a test not marked `ray` is set up: no Ray for it."""
+    global _current, _no_ray
+    _current = item
+    if item.get_closest_marker("ray") is None:
+        import ray
+
+        from tests import raycluster
+
+        _no_ray = pytest.MonkeyPatch()
+        _no_ray.setenv(NO_RAY_ENV, item.nodeid)
+        _no_ray.setattr(ray, "init", _refuse_ray)
+        _no_ray.setattr(ray, "is_initialized", lambda: False)  # not the session's Ray of an earlier test either
+        _no_ray.setattr(raycluster.LoopbackCluster, "_start", _refuse_ray)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    global _current, _no_ray
+    if _no_ray is not None:
+        _no_ray.undo()  # before the fixtures' teardown: the session's Ray shuts down as usual
+        _no_ray = None
+    try:
+        return (yield)
+    finally:
+        _current = None
 
 
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole test session: starting Ray costs seconds."""
+    _require("ray", "starts Ray (the ray_local fixture)")
     import ray
 
     if not ray.is_initialized():
@@ -85,7 +156,7 @@ def ray_local():
 
 def write_toml(path: Path, data: dict) -> Path:
     """Write a test spec with the exporter's TOML writer."""
-    from search.exporter import dumps
+    from search.core.toml_text import dumps
 
     path.write_text(dumps(data))
     return path
@@ -115,6 +186,7 @@ def _pg_bin() -> Path | None:
 def postgres_url():
     """A throwaway PostgreSQL server (initdb + pg_ctl in a temp dir, TCP on 127.0.0.1
     only, password auth); skipped, saying why, where no PostgreSQL binaries exist."""
+    _require("postgres", "needs PostgreSQL (the postgres_url fixture)")
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) installed; .ci/run installs them with CI=true")
@@ -153,7 +225,7 @@ def postgres_url():
 
 def train(model, task, params, epochs, *, seed=0, lr_scale=1.0, constant_lr=False, augment=None, epoch_hooks=(), pause=None):
     """Train `model` with a fixed recipe in `params` through paretune's own loop."""
-    from search.training import fit, recipe_hooks
+    from search.trial.training import fit, recipe_hooks
 
     hooks = recipe_hooks(params)
     if augment is not None:
@@ -167,7 +239,7 @@ def train(model, task, params, epochs, *, seed=0, lr_scale=1.0, constant_lr=Fals
 def acc(model, task, split="val") -> float:
     """Top-1 accuracy on a split of an in-memory task."""
     from objectives import accuracy
-    from search.data import loader
+    from search.tasks.task import loader
 
     return accuracy.measure(model, loader(getattr(task, split), 512)).value
 
