@@ -237,6 +237,7 @@ def spec_path(start: str = "search.driver.launcher.launch") -> tuple[list[str], 
     order: list[str] = []
     climbs: list[tuple[str, str]] = []
     seen: set[str] = set()
+    calls: dict[str, list[str]] = defaultdict(list)
 
     def visit(name: str) -> None:
         seen.add(name)
@@ -248,13 +249,33 @@ def spec_path(start: str = "search.driver.launcher.launch") -> tuple[list[str], 
             handed = [v for a in call.args for v in (a.values if isinstance(a, ast.BoolOp) else [a])]
             callees = [resolve(call.func, bindings)] + [resolve(a, bindings) for a in handed]
             for callee in filter(None, callees):
+                calls[name].append(callee)
                 if layer(functions[callee][0]) > layer(module):
                     climbs.append((name, callee))
                 if callee not in seen:
                     visit(callee)
 
     visit(start)
+    spec_path.calls = calls  # for shortest(): the spec's call graph of the last walk
     return order, climbs
+
+
+def shortest(start: str, goal: str) -> list[str]:
+    """The fewest hand-overs of the spec from `start` to `goal` (after spec_path)."""
+    came: dict[str, str | None] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        if node == goal:
+            path = [node]
+            while came[path[-1]] is not None:
+                path.append(came[path[-1]])
+            return path[::-1]
+        for nxt in spec_path.calls.get(node, []):
+            if nxt not in came:
+                came[nxt] = node
+                queue.append(nxt)
+    return []
 
 
 def docstring_line(path: Path) -> str:
@@ -320,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     order, climbs = spec_path()
     reached = sorted({name.rsplit(".", 1)[0] for name in order})
     print(f"the spec from launch to a trial: {len(order)} functions in {len(reached)} modules, {len(climbs)} calls climbing back up")
+    path = shortest("search.driver.launcher.launch", "search.trial.pipeline.run_pipeline")
+    print(f"  launch to the trial's pipeline: {len(path) - 1} hand-overs ({' -> '.join(n.rsplit('.', 1)[-1] for n in path)})")
     if not args.quiet:
         for name in order:
             print("  " + name)

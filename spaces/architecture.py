@@ -7,10 +7,10 @@ units); each later stage doubles it and halves the spatial size.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
-
-from typing import Literal
 
 from spaces._config import IntRange, Strict, choices, suggest_choice, suggest_range
 from spaces.dimension import Dimension, SuggestContext, TrialContext, register

@@ -24,7 +24,7 @@ Besides the pipeline, a dimension says what it contributes around it (every hook
 a default that does nothing, so a dimension overrides only what it needs):
 
 - `untrained_params(params)`: its params of the stand-in measured before training
-  (search.feasibility): e.g. QAT measured as static int8.
+  (search.trial.feasibility): e.g. QAT measured as static int8.
 - `facts` and `record(model, runner, params, ctx) -> dict`: the deployment facts it
   records with every trial (`quantized`, `runtime`, ...), merged into the trial's
   metrics under those names; `facts` says how each is kept (exported, on the card,
@@ -34,7 +34,7 @@ a default that does nothing, so a dimension overrides only what it needs):
 - `calibration_batches(config)`: how many training batches it calibrates on
   (`ctx.calibration()` draws the most any dimension asks for).
 - `recipe(params, hooks)`: how a fixed recipe's params shape the training hooks
-  (teachers, tests: search.training.recipe_hooks).
+  (teachers, tests: search.trial.training.recipe_hooks).
 - `ship(runner, out_dir)`, `load_shipped(path, fmt, threads)`, `trace_options(params,
   config)`: how `paretune train` saves, loads back and traces what it deploys.
 - `model_card(params, spec)`: what the model card says about the model it builds.
@@ -76,6 +76,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from objectives import accuracy
 from spaces._config import Strict
 
 STAGES = ("build", "compress", "deploy")
@@ -141,8 +142,6 @@ class TrainingHooks:
 
     def accuracy(self, model: nn.Module, batches) -> float:
         """Top-1 accuracy of `model` on an iterable of (inputs, labels) batches."""
-        from objectives import accuracy
-
         return accuracy.measure(model, batches).value
 
     @contextlib.contextmanager
@@ -177,7 +176,7 @@ class TrialContext:
     `info` collects what apply steps record (MACs, parameter counts); `float_model`
     is the model before quantization once the compress stage has run."""
 
-    spec: Any  # search.spec.StudySpec
+    spec: Any  # search.core.spec.StudySpec
     task: Any  # search.Task
     params: dict
     seed: int

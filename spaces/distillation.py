@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from spaces import architecture
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range, within
 from spaces._layers import classifier_of
 from spaces.dimension import Dimension, Fact, StudyContext, SuggestContext, TrialContext, register
@@ -98,8 +99,6 @@ def prepare_teacher(spec, task, train) -> dict | None:
     bounds = spec.space.distillation
     if not bounds.enabled:
         return None
-    from spaces import architecture
-
     params = teacher_params(bounds, task.kind)
     torch.manual_seed(spec.seed)
     model = architecture.build(params, task.input_shape, task.n_classes)
@@ -116,8 +115,6 @@ def prepare_teacher(spec, task, train) -> dict | None:
 
 def load_teacher(teacher: dict, task) -> nn.Module:
     """The teacher module from `prepare_teacher`'s dict: eval mode, frozen."""
-    from spaces import architecture
-
     if tuple(teacher.get("input_shape", task.input_shape)) != tuple(task.input_shape) or teacher.get("n_classes", task.n_classes) != task.n_classes:
         raise ValueError("the teacher was trained for another task (input shape or classes differ)")
     model = architecture.build(teacher["params"], task.input_shape, task.n_classes)

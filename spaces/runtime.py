@@ -59,6 +59,7 @@ from torch import nn
 from spaces._config import Strict, choices, suggest_choice
 from spaces.dimension import Check, Dimension, Fact, SuggestContext, TrialContext, first_line, register
 from spaces.quantization import MODES as QUANT_MODES
+from spaces.quantization import is_quantized
 
 # Searched by default: the runtimes `paretune train` ships (model.pt, model.onnx).
 DEFAULT_RUNTIMES = ["torchscript", "onnxruntime"]
@@ -89,8 +90,6 @@ class TraceUnsafe(RuntimeUnavailable):
 def to_torchscript(model: nn.Module, example: torch.Tensor, optimize: bool = False) -> torch.jit.ScriptModule:
     """Trace and freeze; `optimize` adds `torch.jit.optimize_for_inference` (float
     models only: it rewrites float conv/linear for MKLDNN)."""
-    from spaces.quantization import is_quantized
-
     optimize = optimize and not is_quantized(model)
     model = model.eval()
     try:
