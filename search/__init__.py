@@ -3,7 +3,8 @@ on Ray Tune + Optuna.
 
 The public API (each name documents its contract):
 
-- `launch(spec, task=, model=, train=, dimensions=, storage=, address=)` -> optuna.Study
+- `launch(spec, task=, model=, train=, dimensions=, storage=, address=, verbose=)` -> optuna.Study
+  (`verbose=True`: the progress and summary `paretune launch` prints)
 - `front(study)` -> FrontReport (front, hypervolume, reference point)
 - `export(study, out, pick=, where=)` -> Path of a runnable spec with pinned params
 - `train(config, out, task=, model=, train=)` -> RetrainReport (artifact + model card)

@@ -104,16 +104,18 @@ def shared_ray():
 
 
 def start_drivers(count: int, url: str, name: str, budget: int, log: Path, cluster) -> list[subprocess.Popen]:
-    """The first driver (the one a test kills) runs trials of 5 s, the others of 1 s: on a
+    """The first driver (the one a test kills) runs trials of 15 s, the others of 1 s: on a
     busy 2-core machine a driver spends most of its time between 1-s trials, and the test
-    must catch the first one while it holds a RUNNING trial."""
+    must catch the first one while it holds a RUNNING trial (with 5-s trials, a victim
+    that started late told 3 trials and was never caught between two polls of a busy
+    PostgreSQL)."""
     env = {**os.environ, **cluster.env(), **LEASE_ENV}
 
     def command(seconds: int) -> list[str]:
         return [sys.executable, "-m", "tests.drivers", "--storage", url, "--name", name, "--trials", str(budget),
                 "--concurrency", "2", "--seconds", str(seconds), "--log", str(log), "--address", cluster.address]
 
-    return [subprocess.Popen(command(5 if i == 0 else 1), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    return [subprocess.Popen(command(15 if i == 0 else 1), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True) for i in range(count)]
 
 
