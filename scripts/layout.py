@@ -54,6 +54,8 @@ NOT_A_DIMENSION = {
 }
 DIMENSION_PATTERN = re.compile(r"(?<![a-z0-9])(" + "|".join(DIMENSION_WORDS) + r")(?![a-z0-9])", re.IGNORECASE)
 DEFERRED = re.compile(r"#\s*deferred:")
+# A line that must use such a word for something else says why, in a comment.
+NOT_A_DIMENSION_MARK = re.compile(r"#\s*not a dimension:")
 
 
 def modules() -> dict[str, Path]:
@@ -168,6 +170,7 @@ def dimension_mentions() -> list[str]:
     a string (docstrings and comments aside) with one of DIMENSION_WORDS as a word
     (`_`-separated parts count: `is_quantized`, `teacher_source`)."""
     hits = []
+    marked = dimension_mentions.marked = set()
     for package in ("search", "objectives"):
         for path in sorted((ROOT / package).rglob("*.py")):
             text = path.read_text()
@@ -180,6 +183,9 @@ def dimension_mentions() -> list[str]:
                 if after_backends:
                     continue
                 if token.type not in (tokenize.NAME, tokenize.STRING) or token.start[0] in docs:
+                    continue
+                if NOT_A_DIMENSION_MARK.search(lines[token.start[0] - 1]):
+                    marked.add(f"{path.relative_to(ROOT)}:{token.start[0]}")
                     continue
                 if token.string.strip("\"'") in NOT_A_DIMENSION and (token.type == tokenize.STRING or token.string != "int8"):
                     continue
@@ -335,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"function-local project imports: {len(local)} ({len(local) - len(unexplained)} with a '# deferred:' comment)")
     for a, b, line in unexplained:
         print(f"  {a}:{line} imports {b} without saying what it defers")
-    print(f"lines outside spaces/ naming a dimension: {len(mentions)}")
+    print(f"lines outside spaces/ naming a dimension: {len(mentions)} "
+          f"({len(dimension_mentions.marked)} more say '# not a dimension:' and why)")
     for hit in mentions if not args.quiet else []:
         print("  " + hit)
     order, climbs = spec_path()

@@ -509,8 +509,9 @@ def train(
             retrainer._fmt(row.get("delta"), signed=True),
         )
     console.print(table)
-    if report.artifact_format in retrainer.LOADERS:
-        description, load_with, _ = retrainer.LOADERS[report.artifact_format]
+    usage = retrainer.loader_of(report.artifact_format)
+    if usage is not None:
+        description, load_with, _ = usage
         console.print(
             f"model: {out / card['artifact']['file']} ({description}; test accuracy "
             f"{card['artifact']['test_accuracy']:.4f}; load with {load_with})",
@@ -519,7 +520,7 @@ def train(
         )
     else:
         console.print(
-            f"[yellow]no TorchScript model:[/] {escape(str(report.artifact_note))}; saved the state dict only: "
+            f"[yellow]no {retrainer.TRACED_NAME} model:[/] {escape(str(report.artifact_note))}; saved the state dict only: "
             f"{out / retrainer.STATE_DICT_FILE}",
             highlight=False,
             soft_wrap=True,
@@ -527,9 +528,10 @@ def train(
     shipped = card.get("latency") or {}
     if shipped.get("artifact"):
         art, search = shipped["artifact"], shipped["search"]
-        during = (f"; during the search {retrainer._fmt(search['latency_ms'])} ms on {search['runtime']}"
+        where = retrainer.ran_on()
+        during = (f"; during the search {retrainer._fmt(search['latency_ms'])} ms on {search[where]}"
                   if search.get("latency_ms") is not None else "")
-        console.print(f"latency of {art['file']} as shipped ({art['runtime']}): {art['latency_ms']:.4g} ms{during}",
+        console.print(f"latency of {art['file']} as shipped ({art[where]}): {art['latency_ms']:.4g} ms{during}",
                       highlight=False, soft_wrap=True)
     console.print(f"model card: {out / retrainer.CARD_MD} and {out / retrainer.CARD_JSON}", highlight=False, soft_wrap=True)
     _share_trained(report, config_path, storage, mlflow)

@@ -169,6 +169,17 @@ def facts(dimensions: Iterable[Dimension] = ()) -> dict[str, Fact]:
     return out
 
 
+def ran_on_fact(dimensions: Iterable[Dimension] = ()) -> str | None:
+    """The name of the fact that says what a deployed model ran on (`Fact.ran_on`), if
+    a dimension records one."""
+    return next((name for name, fact in facts(dimensions).items() if fact.ran_on), None)
+
+
+def usage(fmt: str, dimensions: Iterable[Dimension] = ()) -> tuple[str, str, list[str]] | None:
+    """How to load an artifact of format `fmt`, from the dimension that ships it."""
+    return next((u for d in (dimensions or builtins()) if (u := d.usage(fmt)) is not None), None)
+
+
 def calibration_batches(spec, dimensions: Iterable[Dimension] = ()) -> int:
     """How many training batches a trial draws for calibration: the most any dimension asks for."""
     return max((d.calibration_batches(section(spec, d)) for d in list(dimensions) or builtins()), default=0)

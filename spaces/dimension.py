@@ -36,7 +36,8 @@ a default that does nothing, so a dimension overrides only what it needs):
 - `recipe(params, hooks)`: how a fixed recipe's params shape the training hooks
   (teachers, tests: search.trial.training.recipe_hooks).
 - `ship(runner, out_dir)`, `load_shipped(path, fmt, threads)`, `trace_options(params,
-  config)`: how `paretune train` saves, loads back and traces what it deploys.
+  config)`, `usage(fmt)`: how `paretune train` saves, loads back and traces what it
+  deploys, and how a user loads a format it ships (the model card's snippet).
 - `model_card(params, spec)`: what the model card says about the model it builds.
 - `needs_training(config)` and `study_work(config)`: whether the section asks for
   training a lookup-table task cannot give, and what `prepare_study` does, in words.
@@ -217,11 +218,14 @@ class Check:
 class Fact:
     """How a fact a dimension records (`Dimension.facts`) is kept with a trial's
     metrics: `export` copies it into an exported config's attrs, `card` shows it in
-    the model card, `untrained` keeps it in the pre-training measurement too."""
+    the model card, `untrained` keeps it in the pre-training measurement too, `ran_on`
+    says it names what the deployed model ran on (the model card's latency table
+    column; one fact of the registry at most)."""
 
     export: bool = True
     card: bool = False
     untrained: bool = False
+    ran_on: bool = False
 
 
 class Dimension:
@@ -316,6 +320,9 @@ class Dimension:
         return None
 
     def load_shipped(self, path, fmt: str, threads: int = 1) -> tuple[nn.Module, str] | None:
+        return None
+
+    def usage(self, fmt: str) -> tuple[str, str, list[str]] | None:
         return None
 
     def trace_options(self, params: dict, config) -> dict:

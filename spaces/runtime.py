@@ -440,7 +440,7 @@ class Runtime(Dimension):
     after_training = True
     # int8_kernels: int8 kernels in the graph the runtime executes (after freezing /
     # graph optimization); 0 means the deployed model computes in float.
-    facts = {"runtime": Fact(card=True, untrained=True), "int8_kernels": Fact(card=True)}
+    facts = {"runtime": Fact(card=True, untrained=True, ran_on=True), "int8_kernels": Fact(card=True)}
     aliases = {"runtime": tuple(f"runtime_{mode}" for mode in MODE_RUNTIMES)}
 
     def suggest(self, trial, config: RuntimeSpace, ctx: SuggestContext) -> dict:
@@ -524,6 +524,17 @@ class Runtime(Dimension):
         if fmt == "torchscript":
             return torch.jit.load(str(path)), "torchscript"
         return None
+
+    def usage(self, fmt: str) -> tuple[str, str, list[str]] | None:
+        """How a user runs the ONNX model it ships: (what it is, the loading call, the
+        Python lines)."""
+        if fmt != "onnx":
+            return None
+        return ("ONNX Runtime, the runtime it was measured on", "onnxruntime.InferenceSession", [
+            "import onnxruntime",
+            'session = onnxruntime.InferenceSession("{file}")',
+            "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape}), scaled as x_model above",
+        ])
 
     def trace_options(self, params: dict, config: RuntimeSpace) -> dict:
         """The shipped TorchScript has optimize_for_inference where the trial's had it."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import spaces
 from objectives import complexity, latency
 from search.core.spec import from_dict
 from search.tasks.plugins import suggest_params
@@ -200,3 +201,26 @@ def test_the_untrained_measurement_keeps_the_facts_marked_untrained(digits):
     values = feasibility.measure_untrained(params, digits, spec, seed=0)
     assert values["runtime"] == "torchscript" and values["quantized"] is True
     assert "int8_kernels" not in values and values["latency_ms"] > 0 and values["params"] > 0
+
+
+def test_the_runtime_says_what_a_model_ran_on_and_how_to_load_what_it_ships(tmp_path):
+    # The model card reads both through the registry (search.results.retrain names no dimension).
+    assert spaces.ran_on_fact() == "runtime"
+    assert spaces.ran_on_fact([spaces.Dimension()]) is None  # a registry without it: none
+
+    class Where(spaces.Dimension):
+        name = "where"
+        facts = {"device_kind": spaces.Fact(card=True), "engine": spaces.Fact(ran_on=True)}
+
+    assert spaces.ran_on_fact([Where()]) == "engine"
+
+    # What the dimension ships, it says how to load: the snippet, filled in, runs.
+    ship = runtime.Runtime().ship(runtime.to_onnxruntime(nn.Sequential(nn.Linear(4, 2)).eval(), torch.randn(2, 4)), tmp_path)
+    description, call, lines = spaces.usage(ship["format"])
+    assert call == "onnxruntime.InferenceSession" and "ONNX Runtime" in description
+    code = "\n".join(line.format(file=tmp_path / ship["file"], shape="4") for line in lines)
+    scope = {"x": np.zeros((3, 4), dtype=np.float32)}
+    exec(code, scope)  # noqa: S102 - the model card's own lines
+    assert scope["logits"].shape == (3, 2)
+    assert spaces.usage("no such format") is None
+    assert runtime.Runtime().usage("torchscript") is None  # model.pt is paretune train's own format

@@ -21,7 +21,7 @@ def test_the_layout_check_passes_on_this_checkout():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "import circles: 0" in result.stdout
     assert "upward imports (against core < tasks < trial < results < driver < cli/api): 0" in result.stdout
-    assert "lines outside spaces/ naming a dimension: 0" in result.stdout
+    assert "lines outside spaces/ naming a dimension: 0 " in result.stdout
 
 
 def test_the_check_finds_a_circle_an_upward_import_and_a_dimension():

@@ -43,9 +43,9 @@ from search.core.spec import load, read_toml
 from search.tasks.data import load_task
 from search.tasks.plugins import resolve, suggest_params
 from search.tasks.task import example_inputs, loader
+from search.trial import pipeline
 from search.trial.metrics import HARDWARE_KEYS, TrialMetrics
 from search.trial.metrics import keys as metric_keys
-from search.trial import pipeline
 from spaces import first_line
 
 MODEL_FILE = "model.pt"
@@ -212,12 +212,13 @@ def build_card(loaded: LoadedConfig, task, config: dict, record: TrialMetrics, a
     ]
     is_image = task.kind == "image"
     search_latency = search_values.get("latency_ms", search_attrs.get("latency_ms"))
+    where = ran_on()
     shipped = {
-        "search": {"runtime": search_attrs.get("runtime"), "latency_ms": search_latency, "split": "val",
+        "search": {where: search_attrs.get(where), "latency_ms": search_latency, "split": "val",
                    "how": "the trial's own measurement during the search"},
-        "retrained": {"runtime": metrics.get("runtime"), "latency_ms": metrics.get("latency_ms"), "split": "test",
-                      "how": "the retrained model on the trial's runtime, in this run"},
-        "artifact": ({"file": artifact["file"], "runtime": artifact.get("runtime"), "latency_ms": artifact.get("latency_ms"),
+        "retrained": {where: metrics.get(where), "latency_ms": metrics.get("latency_ms"), "split": "test",
+                      "how": f"the retrained model on the trial's {where}, in this run"},
+        "artifact": ({"file": artifact["file"], where: artifact.get(where), "latency_ms": artifact.get("latency_ms"),
                       "how": artifact.get("latency_how"), "raw_inputs": bool(artifact.get("raw_inputs"))}
                      if "latency_ms" in artifact else None),
     }
@@ -304,23 +305,32 @@ def _fmt(value: Any, signed: bool = False) -> str:
     return str(value)
 
 
-# How to load each artifact format: (description, loading call, python lines).
-LOADERS = {
-    "onnx": ("ONNX Runtime, the runtime it was measured on", "onnxruntime.InferenceSession", [
-        "import onnxruntime",
-        'session = onnxruntime.InferenceSession("{file}")',
-        "logits = session.run(None, {{session.get_inputs()[0].name: x}})[0]  # x: float32 numpy, shape (N, {shape}), scaled as x_model above",
-    ]),
-    "torchscript": ("TorchScript", "torch.jit.load", [
+# paretune train's own ship format for model.pt (a torch.jit trace of the final model,
+# whatever the trial deployed on): its name in the card's JSON and in words. Every other
+# format is a dimension's (`Dimension.ship`, `usage`).
+TRACED, TRACED_NAME = "torchscript", "TorchScript"  # not a dimension: paretune's own ship format for model.pt
+OWN_USAGE = (
+    TRACED_NAME, "torch.jit.load", [
         "import torch",
         'model = torch.jit.load("{file}")',
         "logits = model(x)  # x: float32, shape (N, {shape}), the raw inputs described above",
-    ]),
-}
+    ],
+)
+
+
+def loader_of(fmt: str) -> tuple[str, str, list[str]] | None:
+    """How a user loads an artifact of format `fmt`: (what it is, the loading call, the
+    Python lines); None for a format nobody loads (a state dict alone)."""
+    return OWN_USAGE if fmt == TRACED else spaces.usage(fmt)
+
+
+def ran_on() -> str:
+    """The card's name for what a model ran on: the fact a dimension records for it."""
+    return spaces.ran_on_fact() or "ran_on"
 
 
 def _usage(art: dict, shape: str) -> list[str]:
-    description, _, code = LOADERS[art["format"]]
+    description, _, code = loader_of(art["format"])
     head = f"`{art['file']}` ({description}) predicts the test split with accuracy {_fmt(art.get('test_accuracy'))}."
     return [head, "", "```python", *(line.format(file=art["file"], shape=shape) for line in code), "```"]
 
@@ -381,14 +391,14 @@ def card_markdown(card: dict) -> str:
     if task.get("class_labels"):
         lines += ["Class index → label: " + ", ".join(f"{i}: {label}" for i, label in enumerate(task["class_labels"])), ""]
     shape = ", ".join(map(str, task["input_shape"]))
-    if art["format"] in LOADERS:
+    if loader_of(art["format"]) is not None:
         lines += _usage(art, shape)
         if art.get("note"):
             lines += ["", f"Note: {art['note']}."]
-        if "torchscript" in art and art["torchscript"]["format"] in LOADERS:
-            lines += ["", f"The torch model is also in `{art['torchscript']['file']}` (TorchScript)."]
+        if TRACED in art and loader_of(art[TRACED]["format"]) is not None:
+            lines += ["", f"The torch model is also in `{art[TRACED]['file']}` ({TRACED_NAME})."]
     else:
-        lines += [f"No TorchScript model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
+        lines += [f"No {TRACED_NAME} model: {art['note']}. `{art['file']}` holds the state dict of the final model."]
     return "\n".join(lines) + "\n"
 
 
@@ -416,12 +426,12 @@ def shipped_latency(path: Path, fmt: str, task, spec, record: TrialMetrics) -> d
     (`measure` settings, the per-node measurement lock): the card's "what ships"
     figure, beside the search-time value on the trial's runtime."""
     settings = spec.measure
-    runner, runtime = load_artifact(path, fmt, settings.threads)
+    runner, runs_on = load_artifact(path, fmt, settings.threads)
     with latency.exclusive(), latency.torch_threads(settings.threads):
         speed = latency.measure(runner, task.input_shape, threads=settings.threads, batch_size=settings.batch_size,
                                 warmup=settings.warmup, repeats=settings.repeats)
     return {
-        "runtime": runtime,
+        ran_on(): runs_on,
         "latency_ms": speed.value,
         "latency_p90_ms": speed.detail["p90_ms"],
         "gmac_per_s": record.macs * settings.batch_size / (speed.value * 1e6) if speed.value > 0 else None,
@@ -438,16 +448,17 @@ def latency_lines(shipped: dict | None) -> list[str]:
     rows = [("search (val)", shipped["search"]), ("retrained (test)", shipped["retrained"])]
     if shipped.get("artifact"):
         rows.append((f"`{shipped['artifact']['file']}` as shipped", shipped["artifact"]))
-    lines = ["", "## Latency of what ships", "", "| measured | runtime | latency_ms | how |", "|---|---|---|---|"]
-    lines += [f"| {label} | {_fmt(row.get('runtime'))} | {_fmt(row.get('latency_ms'))} | {row.get('how') or '–'} |"
+    where = ran_on()
+    lines = ["", "## Latency of what ships", "", f"| measured | {where} | latency_ms | how |", "|---|---|---|---|"]
+    lines += [f"| {label} | {_fmt(row.get(where))} | {_fmt(row.get('latency_ms'))} | {row.get('how') or '–'} |"
               for label, row in rows]
     artifact, search = shipped.get("artifact"), shipped["search"]
     if artifact and artifact.get("raw_inputs"):
         lines += ["", f"`{artifact['file']}` takes raw inputs: its first layer, the task's input scaling, is part of "
                       "its latency (the search timed the model on scaled inputs)."]
-    if artifact and search.get("runtime") and artifact.get("runtime") != search["runtime"]:
-        lines += ["", f"The search measured this trial on {search['runtime']}; `{artifact['file']}` runs on "
-                      f"{artifact['runtime']}: its own row is the latency to expect."]
+    if artifact and search.get(where) and artifact.get(where) != search[where]:
+        lines += ["", f"The search measured this trial on {search[where]}; `{artifact['file']}` runs on "
+                      f"{artifact[where]}: its own row is the latency to expect."]
     return lines
 
 
@@ -493,7 +504,7 @@ def retrain(
     if traced is not None:
         torch.jit.save(traced, str(out / MODEL_FILE))
         files.append(out / MODEL_FILE)
-        artifact = {"format": "torchscript", "file": MODEL_FILE, "note": note, "raw_inputs": task.scaling is not None,
+        artifact = {"format": TRACED, "file": MODEL_FILE, "note": note, "raw_inputs": task.scaling is not None,
                     "test_accuracy": accuracy.measure(traced, _raw(test_batches, task.scaling)).value}
     else:
         (out / MODEL_FILE).unlink(missing_ok=True)  # never leave a stale model from an earlier run
@@ -503,7 +514,7 @@ def retrain(
     own_file = _ship_runner(result.runner, out, test_batches)
     if own_file is not None:
         files.append(out / own_file["file"])
-        artifact = {**own_file, "torchscript": artifact}
+        artifact = {**own_file, TRACED: artifact}
     if result.float_model is not result.model:
         torch.save(result.float_model.state_dict(), out / FLOAT_STATE_DICT_FILE)
         files.append(out / FLOAT_STATE_DICT_FILE)
@@ -512,7 +523,7 @@ def retrain(
         shutil.copyfile(loaded.path, out / "config.toml")
     files.append(out / "config.toml")
 
-    if artifact["format"] in LOADERS:
+    if loader_of(artifact["format"]) is not None:
         artifact.update(shipped_latency(out / artifact["file"], artifact["format"], task, loaded.spec, result.metrics))
     card = build_card(loaded, task, config, result.metrics, artifact)
     (out / CARD_JSON).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
