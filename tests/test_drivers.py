@@ -103,20 +103,13 @@ def shared_ray():
         cluster.stop()
 
 
-def start_drivers(count: int, url: str, name: str, budget: int, log: Path, cluster) -> list[subprocess.Popen]:
-    """The first driver (the one a test kills) runs trials of 15 s, the others of 1 s: on a
-    busy 2-core machine a driver spends most of its time between 1-s trials, and the test
-    must catch the first one while it holds a RUNNING trial (with 5-s trials, a victim
-    that started late told 3 trials and was never caught between two polls of a busy
-    PostgreSQL)."""
+def start_drivers(count: int, url: str, name: str, budget: int, log: Path, cluster, seconds: int) -> list[subprocess.Popen]:
+    """`count` drivers on one study, each running trials of `seconds`."""
     env = {**os.environ, **cluster.env(), **LEASE_ENV}
-
-    def command(seconds: int) -> list[str]:
-        return [sys.executable, "-m", "tests.drivers", "--storage", url, "--name", name, "--trials", str(budget),
-                "--concurrency", "2", "--seconds", str(seconds), "--log", str(log), "--address", cluster.address]
-
-    return [subprocess.Popen(command(15 if i == 0 else 1), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True) for i in range(count)]
+    command = [sys.executable, "-m", "tests.drivers", "--storage", url, "--name", name, "--trials", str(budget),
+               "--concurrency", "2", "--seconds", str(seconds), "--log", str(log), "--address", cluster.address]
+    return [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True) for _ in range(count)]
 
 
 @pytest.mark.cluster
@@ -124,15 +117,25 @@ def start_drivers(count: int, url: str, name: str, budget: int, log: Path, clust
 def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request):
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'many.db'}"
     name, budget, log = f"many-{backend}", 60, tmp_path / "results.jsonl"
-    procs = start_drivers(drivers, url, name, budget, log, shared_ray)
-    victim = procs[0]
+    # The driver the test kills starts first and runs trials of 15 s, the others of 1 s:
+    # it holds RUNNING trials all along, and the others still have most of the budget to
+    # run when it is killed, so they outlive its lease and reconcile its trials. (All
+    # started at once on a busy machine, the victim's first trial could start so late
+    # that the others finished within its heartbeat grace and left its trial RUNNING.)
+    (victim,) = start_drivers(1, url, name, budget, log, shared_ray, seconds=15)
 
     def victim_runs_a_trial() -> bool:
         trials = load(url, name).get_trials(deepcopy=False)
-        return (sum(t.state == TrialState.COMPLETE for t in trials) >= 4
-                and any(t.state == TrialState.RUNNING and owned_by(t, victim.pid) for t in trials))
+        return any(t.state == TrialState.RUNNING and owned_by(t, victim.pid) for t in trials)
 
     assert wait_for(victim_runs_a_trial, timeout=300), victim.communicate()[0][-3000:]
+    procs = [victim, *start_drivers(drivers - 1, url, name, budget, log, shared_ray, seconds=1)]
+
+    def others_complete_trials() -> bool:
+        trials = load(url, name).get_trials(deepcopy=False)
+        return sum(t.state == TrialState.COMPLETE for t in trials) >= 4 and victim_runs_a_trial()
+
+    assert wait_for(others_complete_trials, timeout=300), victim.communicate()[0][-3000:]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
