@@ -305,10 +305,9 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
 
 
 def _storage_flag(storage: Optional[str]) -> str:
-    """The --storage part of a printed command; a password in the URL shows as ***."""
-    from search.core.storage import redact  # deferred: imports optuna
+    from search.core.storage import storage_flag  # deferred: imports optuna
 
-    return f" --storage {redact(storage)}" if storage else ""
+    return storage_flag(storage)
 
 
 @app.command()

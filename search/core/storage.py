@@ -78,6 +78,11 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
 
 
+def storage_flag(storage: str | None) -> str:
+    """The --storage part of a printed command; a password in the URL shows as ***."""
+    return f" --storage {redact(storage)}" if storage else ""
+
+
 def _sqlite_path(url: str) -> Path | None:
     """The file of a sqlite:/// URL; None for an in-memory database or another backend."""
     if not url.startswith("sqlite:///"):

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from search.core import optuna_internals
 from search.core.spec import StudySpec
-from search.core.storage import redact
+from search.core.storage import redact, storage_flag
 from search.driver import pruned, rung_trust, stop_signals
 from search.driver.launcher import LaunchSummary
 from search.driver.lease import records
@@ -44,11 +44,6 @@ from search.tasks.plugins import describe_params
 from search.trial import feasibility, variants
 from search.trial.preflight import PreflightReport
 from spaces import study_work
-
-
-def storage_flag(storage: str | None) -> str:
-    """The --storage part of a printed command; a password in the URL shows as ***."""
-    return f" --storage {redact(storage)}" if storage else ""
 
 
 def print_preflight(console: Console, err_console: Console, report: PreflightReport) -> None:

@@ -52,7 +52,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.core import optuna_internals, outages
 from search.core.dominance import crowding, nondominated_ranks
-from search.core.records import BASELINE_ATTR, EPOCH_ATTR, RUNG_PREFIX  # noqa: F401 - RUNG_PREFIX: importable from here too
+from search.core.records import BASELINE_ATTR, EPOCH_ATTR
 from search.driver import rung_trust
 from search.driver.rung_trust import rung_key
 from search.trial import feasibility

@@ -34,6 +34,7 @@ from ray.tune.search import Searcher
 
 from search.core import optuna_internals, outages
 from search.core import storage as storages
+from search.core.records import SEED_ATTR
 from search.core.spec import StudySpec
 from search.driver import lease, pruned, tell
 from search.tasks import baseline
@@ -41,7 +42,6 @@ from search.tasks.plugins import Plugins, suggest_params
 from search.trial import feasibility, timing, variants
 from search.trial.metrics import stored_attrs
 
-SEED_ATTR = tell.SEED_ATTR  # set once a trial's params are all chosen
 INTERRUPTED = f"{tell.INTERRUPTED_PREFIX}: the search stopped before this trial finished"
 EXPIRED = tell.INTERRUPTED_PREFIX + ": its driver ({driver}) stopped heartbeating; lease of {lease_s:g} s expired {late:.0f} s ago"
 log = logging.getLogger(__name__)

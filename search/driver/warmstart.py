@@ -26,9 +26,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search.core.errors import UsageError
+from search.core.records import ENQUEUED_ATTR
 from search.core.spec import StudySpec, read_toml
-
-ENQUEUED_ATTR = "enqueued_from"
 
 
 @dataclass(frozen=True)

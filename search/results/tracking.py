@@ -32,12 +32,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core.errors import UsageError
+from search.core.records import MLFLOW_ATTR  # noqa: F401 - the study attr this module's callers set and read
 
 ROLE_TAG = "paretune.role"  # "study" on the parent run, "trial" on a trial's run
 STUDY_TAG = "paretune.study"
 TRIAL_TAG = "paretune.trial"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
-MLFLOW_ATTR = "mlflow"  # study user attr: the tracking URI its searches log to (export, train read it)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 # While MLflow is down, the tracker tries again this often (seconds; $PARETUNE_TRACKING_RETRY_S).

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 import spaces
+from search.core.records import PRETRAIN_ATTR, PRETRAIN_PREFIX
 from search.core.spec import Constraint, StudySpec
 from search.tasks.plugins import dimensions, resolve
 from search.trial import placement
@@ -48,8 +49,7 @@ COUNTED_MARGINS = {"size_kb": 0.05, "params": 0.02, "macs": 0.02}
 STATIC = TIMED + tuple(COUNTED_MARGINS)
 # A trial's result carries its pre-training measurement under these keys
 # (pretrain_latency_ms, ...); the searcher stores them as one user attr.
-PREFIX = "pretrain_"
-ATTR = "pretrain"
+PREFIX, ATTR = PRETRAIN_PREFIX, PRETRAIN_ATTR
 REASON_START = "infeasible before training"
 
 

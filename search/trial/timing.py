@@ -35,7 +35,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-ATTR = "timing"
+from search.core.records import TIMING_ATTR
+
+ATTR = TIMING_ATTR
 WORK_PHASES = ("check", "build", "train", "compress", "deploy", "measure", "wait", "report")
 PHASES = ("sample", "queued", "dispatch", *WORK_PHASES, "return", "store", "other")
 
