@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,12 @@ class AskTellSearcher(Searcher):
             if self._waiting_since is not None and time.monotonic() - self._waiting_since < self.WAIT_POLL_S:
                 return None
             complete, running = self._counts()
+            if complete + running >= self.budget and self._await_writes(self.WAIT_POLL_S):
+                # No trial can start now, and what holds the budget may be this driver's own
+                # results on their way to the storage: once they are written the count is
+                # final, and a met budget ends the search now rather than at Tune's next
+                # call (a second later).
+                complete, running = self._counts()
             if complete >= self.budget:
                 return Searcher.FINISHED if not self.live else None
             if complete + running >= self.budget:
@@ -492,6 +499,13 @@ class AskTellSearcher(Searcher):
             if write.done() and write.exception() is not None:
                 self._writes.remove(write)
                 raise write.exception()
+
+    def _await_writes(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the outcomes handed to the writer; False if none was pending."""
+        pending = [w for w in self._writes if not w.done()]
+        if pending:
+            futures.wait(pending, timeout=timeout)
+        return bool(pending)
 
     def _drain_writes(self) -> None:
         """Wait for every outcome handed to the writer; log (not raise) what failed."""
