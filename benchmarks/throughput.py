@@ -50,7 +50,7 @@ BIG = 100_000  # a trial budget no run reaches: every run ends at its wall clock
 
 def settings(quick: bool) -> dict:
     if quick:  # a smoke run of the wiring
-        return {"tasks": {"digits": {"seconds": 40, "small": True}}, "seeds": [0]}
+        return {"tasks": {"digits": {"seconds": 20, "small": True}}, "seeds": [0]}
     return {"tasks": {"digits": {"seconds": 120}, "glyphs": {"seconds": 150}}, "seeds": [0, 1, 2]}
 
 
