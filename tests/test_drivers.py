@@ -134,10 +134,10 @@ def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request
             polled.append(load(url, name))  # raises until the victim has created the study
         return polled[0].get_trials(deepcopy=False)
 
-    def victim_runs_a_trial(trials=None) -> bool:
-        return any(t.state == TrialState.RUNNING and owned_by(t, victim.pid) for t in trials or trials_now())
+    def victim_runs_a_trial(trials: list[optuna.trial.FrozenTrial]) -> bool:
+        return any(t.state == TrialState.RUNNING and owned_by(t, victim.pid) for t in trials)
 
-    assert wait_for(victim_runs_a_trial, timeout=300), victim.communicate()[0][-3000:]
+    assert wait_for(lambda: victim_runs_a_trial(trials_now()), timeout=300), victim.communicate()[0][-3000:]
     procs = [victim, *start_drivers(drivers - 1, url, name, budget, log, shared_ray, seconds=1)]
 
     def others_complete_trials() -> bool:
@@ -153,7 +153,7 @@ def test_many_drivers_one_killed(backend, drivers, shared_ray, tmp_path, request
     tracebacks = [out[out.index("Traceback"):][:3000] for out in outputs if "Traceback" in out]
     assert not tracebacks, tracebacks
 
-    study = load(url, name)
+    study = polled[0]
     trials = study.get_trials()
     counts = Counter(t.state.name for t in trials)
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # no duplicate trial numbers

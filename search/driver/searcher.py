@@ -24,8 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -504,7 +503,7 @@ class AskTellSearcher(Searcher):
         """Wait up to `timeout` s for the outcomes handed to the writer; False if none was pending."""
         pending = [w for w in self._writes if not w.done()]
         if pending:
-            futures.wait(pending, timeout=timeout)
+            wait(pending, timeout=timeout)
         return bool(pending)
 
     def _drain_writes(self) -> None:
