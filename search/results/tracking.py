@@ -157,9 +157,12 @@ class Mirror:
             parents = self._oldest_first(self._runs("study"))
         keep, extra = parents[0], parents[1:]
         for loser in extra:
-            for child in self._runs("trial", f" and tags.`{PARENT_TAG}` = '{loser.info.run_id}'"):
-                self.client.set_tag(child.info.run_id, PARENT_TAG, keep.info.run_id)
             self.client.delete_run(loser.info.run_id)
+        # Every trial run not under the kept parent moves to it: the children of a parent
+        # deleted now, and those a racing driver logged later under the parent it had read
+        # before that parent was deleted (its syncs between trials trust what it read).
+        for child in self._runs("trial", f" and tags.`{PARENT_TAG}` != '{keep.info.run_id}'"):
+            self.client.set_tag(child.info.run_id, PARENT_TAG, keep.info.run_id)
         return keep.info.run_id
 
     def _create_parent(self) -> None:
