@@ -41,6 +41,22 @@ with _quiet():
     from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
+
+@contextlib.contextmanager
+def _untraced_stacks():
+    """FX tracing without a stack trace per node: symbolizing the first one imports
+    torch._dynamo, about 2 s of CPU in the driver's preflight, which otherwise never
+    needs it (prepare and convert then take 0.1 s). A trial worker has imported it
+    already (torch.optim does on the first step). The traces are debugging metadata
+    only: the quantized model is the same."""
+    saved = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = saved
+
+
 BACKEND = "x86"
 # Attention blocks do not trace into FX static quantization; they get dynamic or none.
 FAMILY_MODES = {"transformer": ("none", "dynamic")}
@@ -64,7 +80,7 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
 
 def quantize_static(model: nn.Module, calibration: Iterable[torch.Tensor], example_input: torch.Tensor) -> nn.Module:
     _engine()
-    with _quiet():
+    with _quiet(), _untraced_stacks():
         prepared = prepare_fx(model.eval(), get_default_qconfig_mapping(BACKEND), (example_input,))
         with torch.inference_mode():
             for batch in calibration:
@@ -76,7 +92,7 @@ def quantize_qat(model: nn.Module, example_input: torch.Tensor, fine_tune: Calla
     """Insert fake-quant observers, fine-tune with them (`fine_tune(model)` trains in
     place), then convert to a real int8 model."""
     _engine()
-    with _quiet():
+    with _quiet(), _untraced_stacks():
         prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), (example_input,))
     fine_tune(prepared)
     with _quiet():
