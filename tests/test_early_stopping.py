@@ -106,7 +106,11 @@ def test_moasha_study_ends_with_pruned_trials_off_the_front(ray_local, tmp_path)
     from search.driver.launcher import launch
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    spec = from_dict(rung_spec("rungs", 4))
+    # One slot: each bad seed reaches the rung after its good twin. With two, a slot's
+    # first trial can be seconds slower (its worker's imports, on a busy machine) than
+    # the other slot's next two, so a bad seed reached the rung before its twin and,
+    # judged beside the trials there, was rightly kept.
+    spec = from_dict(rung_spec("rungs", 4, concurrency=1))
     summary = launch(spec, storage_url=url, enqueue=seeds())
     study = optuna.load_study(study_name="rungs", storage=url)
     trials = study.get_trials()
