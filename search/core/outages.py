@@ -47,6 +47,9 @@ CAUSES = (
     ("server closed the connection", "server closed the connection"),
     ("terminating connection", "server closed the connection"),
     ("ssl connection has been closed", "server closed the connection"),
+    # SQLAlchemy's PendingRollbackError: a session whose connection dropped inside a
+    # transaction, met by a thread that shares it before the rollback.
+    ("invalid transaction is rolled back", "server closed the connection"),
     ("the database system is starting up", "server starting up"),
     ("the database system is shutting down", "server shutting down"),
     ("could not translate host name", "host not found"),
