@@ -79,6 +79,17 @@ def test_a_storage_failure_is_said_in_a_few_words(message, phrase):
     assert outages.cause(wrapped) == phrase
 
 
+def test_a_connection_dropped_inside_a_transaction_is_said_as_the_server_closing_it():
+    # Met by a thread sharing the session before the rollback (seen with PostgreSQL
+    # stopped mid-search); Optuna wraps it as a failed commit.
+    pending = sqlalchemy.exc.PendingRollbackError(
+        "Can't reconnect until invalid transaction is rolled back.  Please rollback() fully before proceeding")
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit")
+    wrapped.__cause__ = pending
+    assert outages.is_transient(wrapped)
+    assert outages.cause(wrapped) == outages.cause(pending) == "server closed the connection"
+
+
 def test_the_retry_line_counts_the_results_held():
     refused = _operational("Connection refused")
     assert outages.retry_line(refused, 7, 30.0, 2) == "storage unreachable (connection refused): retry 7 in 30 s; 2 results held, none lost"
@@ -256,12 +267,13 @@ def _trial_actors(raylet: psutil.Process) -> list[psutil.Process]:
 
 
 def _training(raylet: psutil.Process) -> bool:
-    """A trial actor of this raylet is busy: more than half a core over half a second.
-    (An actor kept for reuse idles.)"""
+    """A trial actor of this raylet is busy: a fifth of a core or more over half a
+    second. (An actor kept for reuse idles; a training one on a machine busy with other
+    tests may get no more than that.)"""
     actors = _trial_actors(raylet)
     before = [sum(p.cpu_times()[:2]) for p in actors]
     time.sleep(0.5)
-    return any(sum(p.cpu_times()[:2]) - cpu > 0.25 for p, cpu in zip(actors, before))
+    return any(sum(p.cpu_times()[:2]) - cpu > 0.1 for p, cpu in zip(actors, before))
 
 
 @pytest.mark.ray
