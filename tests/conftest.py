@@ -21,9 +21,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
+# One intra-op thread per test process and per process a test starts (drivers, the
+# benchmarks' subprocesses), set before anything imports torch. torch's default is a
+# thread per core, spinning between ops: two pytest workers on two cores then fight
+# over them (the quick tier, `-n 2`: 209 s with the default, 90 s with one thread). A
+# trial sets its own count (resources.cpus_per_trial), so searches run as they would.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.raycluster import free_port
+import pytest  # noqa: E402
+
+from tests.raycluster import free_port  # noqa: E402
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
