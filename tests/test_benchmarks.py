@@ -17,18 +17,25 @@ def test_unknown_benchmark_is_a_usage_error(capsys):
     assert "unknown benchmark" in capsys.readouterr().err
 
 
+# Figures counted within a wall-clock window (trials done in 10 or 20 s): on a machine
+# shared with other tests they measure the neighbours, and a way may finish no trial in
+# its window. They run in the `solo` tier, alone on the machine (scripts/test.sh).
+WINDOWED = ("early_stopping", "variants", "throughput")
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_quick_mode_produces_every_table_with_finite_figures(ray_local, tmp_path):
+@pytest.mark.parametrize("windowed", [pytest.param(False, id="fixed-work"), pytest.param(True, id="windowed", marks=pytest.mark.solo)])
+def test_quick_mode_produces_every_table_with_finite_figures(windowed, ray_local, tmp_path):
     # peers has its own smoke tests (tests/test_peers.py: two trials per tool)
-    names = [n for n in runner.NAMES if n != "peers"]
+    names = [n for n in runner.NAMES if n != "peers" and (n in WINDOWED) == windowed]
     tables = runner.run(names, quick=True, out=tmp_path, command="python -m benchmarks --quick")
     assert list(dict.fromkeys(t.name for t in tables)) == names
-    # The compression benchmark also times every runtime and precision at batch 1, with the machine's peak.
-    titles = [t.title for t in tables if t.name == "compression"]
-    assert any(t.startswith("Batch-1 latency per runtime and precision") for t in titles), titles
-    assert any(t.startswith("Machine peak") for t in titles), titles
+    if "compression" in names:  # it also times every runtime and precision at batch 1, with the machine's peak
+        titles = [t.title for t in tables if t.name == "compression"]
+        assert any(t.startswith("Batch-1 latency per runtime and precision") for t in titles), titles
+        assert any(t.startswith("Machine peak") for t in titles), titles
     for table in tables:
         assert table.rows and all(len(row) == len(table.columns) for row in table.rows), table.name
         numbers = table.numbers()

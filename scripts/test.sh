@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run), in two passes:
+#   1. every test not marked `solo`, on two pytest workers (pytest-xdist; work stealing
+#      evens out the long end-to-end tests between them);
+#   2. the `solo` tests, one at a time on an otherwise idle machine: their figures are
+#      counted within a wall-clock window, which a neighbouring test would eat.
+# Extra arguments go to both passes (e.g. `-x`, or a test path).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+pytest=(.venv/bin/pytest -q -p no:cacheprovider)
+"${pytest[@]}" -n 2 --dist worksteal -m "not solo" --durations=30 "$@"
+shared=$?
+"${pytest[@]}" -m solo --durations=5 "$@"
+solo=$?
+[ "$solo" = 5 ] && solo=0  # the arguments selected no solo test
+[ "$shared" = 5 ] && shared=0
+[ "$shared" = 0 ] && [ "$solo" = 0 ]
