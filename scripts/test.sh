@@ -2,8 +2,9 @@
 # The whole test suite, as CI runs it (.ci/run), in two passes:
 #   1. every test not marked `solo`, on two pytest workers (pytest-xdist; work stealing
 #      evens out the long end-to-end tests between them);
-#   2. the `solo` tests, one at a time on an otherwise idle machine: their figures are
-#      counted within a wall-clock window, which a neighbouring test would eat.
+#   2. the `solo` tests, one at a time on an otherwise idle machine: figures counted
+#      within a wall-clock window, or a race that a machine busy with other tests
+#      loses (a second node's start-up against a search's trials).
 # Extra arguments go to both passes (e.g. `-x`, or a test path).
 set -uo pipefail
 cd "$(dirname "$0")/.."

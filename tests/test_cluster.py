@@ -89,11 +89,14 @@ def _launch(cluster, tmp_path, name: str, storage: str, **overrides):
 @pytest.mark.ray
 @pytest.mark.cluster
 @pytest.mark.slow
+@pytest.mark.solo
 def test_search_spreads_trials_over_both_nodes(cluster, tmp_path):
     url = f"sqlite:///{tmp_path / 'spread.db'}"
     # Trials long enough (6 epochs) that the second node's first worker (~10 s to start:
     # imports, the code's runtime_env) is up before the first node alone has finished
-    # the budget: with 2-epoch trials all six once ran on the head.
+    # the budget: with 2-epoch trials all six once ran on the head. Alone on the machine
+    # (`solo`): beside other tests that start-up took longer than all six trials, and
+    # Tune, reusing the head's actor as each trial ended, never needed the second node.
     _launch(cluster, tmp_path, "spread", url, budget={"trials": 6, "concurrency": 2, "epochs": 6})
     trials = _trials(url, "spread")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
