@@ -35,7 +35,7 @@ from search.driver import cluster
 from search.driver.node_loss import lost_line
 from tests.conftest import ROOT, _pg_bin, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
-from tests.test_faults import FAST, SHORT_LEASE, kill_group, start_driver, states, wait_for
+from tests.test_faults import FAST, SHORT_LEASE, kill_group, start_driver, states, trial_actors, wait_for
 
 RETRY_LINE = re.compile(
     r"^storage unreachable \((?P<cause>.+?)\): retry \d+ in [\d.]+ s; (?:\d+ results? held, none lost|no results held)$",
@@ -261,16 +261,11 @@ def _raylet(node_dir: Path) -> psutil.Process:
     raise AssertionError(f"no raylet for {node_dir}")
 
 
-def _trial_actors(raylet: psutil.Process) -> list[psutil.Process]:
-    """The trial actors a raylet runs (their title starts with ray::ImplicitFunc)."""
-    return [p for p in raylet.children(recursive=True) if p.name().startswith("ray::ImplicitFunc")]
-
-
 def _training(raylet: psutil.Process) -> bool:
     """A trial actor of this raylet is busy: a fifth of a core or more over half a
     second. (An actor kept for reuse idles; a training one on a machine busy with other
     tests may get no more than that.)"""
-    actors = _trial_actors(raylet)
+    actors = trial_actors(raylet)
     before = [sum(p.cpu_times()[:2]) for p in actors]
     time.sleep(0.5)
     return any(sum(p.cpu_times()[:2]) - cpu > 0.1 for p, cpu in zip(actors, before))
@@ -288,7 +283,7 @@ def test_a_lost_node_is_one_line_and_its_trial_runs_elsewhere(two_nodes, tmp_pat
         assert wait_for(lambda: _training(raylet), timeout=120, every=0.1), _killed(proc)
         # The node dies: its raylet and the trials on it (a worker outliving its raylet
         # may still finish its trial). Its agents live on to report the raylet's death.
-        actors = _trial_actors(raylet)
+        actors = trial_actors(raylet)
         raylet.send_signal(signal.SIGKILL)
         for actor in actors:
             actor.send_signal(signal.SIGKILL)

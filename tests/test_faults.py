@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -139,20 +140,15 @@ def test_kill_driver_repeatedly_then_resume_converges(tmp_path):
     print("kill matrix (complete at kill, left RUNNING):", matrix)
 
 
-def worker_pids() -> set[int]:
-    """Processes of this test process's Ray trial actors (their title starts with
-    ray::ImplicitFunc): descendants of it, so a trial of another test's Ray (pytest
-    workers side by side) is never the one killed."""
-    import psutil
+def trial_actors(root: psutil.Process) -> list[psutil.Process]:
+    """The Ray trial actors below `root` (their title starts with ray::ImplicitFunc)."""
+    return [p for p in root.children(recursive=True) if p.name().startswith("ray::ImplicitFunc")]
 
-    pids = set()
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::ImplicitFunc"):
-                pids.add(process.pid)
-        except psutil.Error:
-            pass
-    return pids
+
+def worker_pids() -> set[int]:
+    """This test process's trial actors: its own descendants, so a trial of another
+    test's Ray (pytest workers side by side) is never the one killed."""
+    return {p.pid for p in trial_actors(psutil.Process())}
 
 
 @pytest.mark.ray
@@ -197,8 +193,6 @@ STOPS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
 @pytest.mark.ray
 @pytest.mark.parametrize("signum,code", STOPS, ids=[signal.Signals(s).name for s, _ in STOPS])
 def test_a_stop_signal_stops_cleanly_and_says_how_to_resume(tmp_path, signum, code):
-    import psutil
-
     name = f"stop{signum}"
     spec = fault_spec(tmp_path, name, trials=30)
     url = f"sqlite:///{tmp_path / 'c.db'}"
