@@ -63,8 +63,8 @@ COSTS = ("latency_ms", "latency_p90_ms", "energy_mj", "size_kb", "params", "macs
 
 
 def settings(quick: bool) -> dict:
-    if quick:  # a smoke run of the wiring: small models, 10 s per way
-        return {"tasks": {"digits": {"epochs": 6, "seconds": 10, "small": True}}, "seeds": [0]}
+    if quick:  # a smoke run of the wiring: small models, 7 s per way
+        return {"tasks": {"digits": {"epochs": 6, "seconds": 7, "small": True}}, "seeds": [0]}
     return {
         "tasks": {"digits": {"epochs": 30, "seconds": 180}, "glyphs": {"epochs": 12, "seconds": 420}},
         "seeds": [0, 1, 2],

@@ -44,8 +44,8 @@ from benchmarks.early_stopping import (
 
 
 def settings(quick: bool) -> dict:
-    if quick:  # the wiring only: small digits models, 10 s per setting
-        return {"tasks": {"digits": {"epochs": 6, "seconds": 10, "small": True}}, "seeds": [0], "variants": [1, 4]}
+    if quick:  # the wiring only: small digits models, 7 s per setting
+        return {"tasks": {"digits": {"epochs": 6, "seconds": 7, "small": True}}, "seeds": [0], "variants": [1, 4]}
     return {
         "tasks": {"digits": {"epochs": 30, "seconds": 120}, "glyphs": {"epochs": 12, "seconds": 240}},
         "seeds": [0, 1, 2],
