@@ -347,7 +347,14 @@ def to_onnxruntime(
 ) -> OrtModule:
     if quant_mode not in ("none", *ORT_QUANTIZERS):
         raise RuntimeUnavailable("runtime onnxruntime: a QAT model has no ONNX Runtime form here; use eager or torchscript")
-    model_bytes = export_onnx(float_model, example, opset)
+    return onnxruntime_from_export(export_onnx(float_model, example, opset), quant_mode=quant_mode, threads=threads, calibration=calibration)
+
+
+def onnxruntime_from_export(
+    model_bytes: bytes, *, quant_mode: str = "none", threads: int = 1, calibration: Iterable[torch.Tensor] = ()
+) -> OrtModule:
+    """An exported float model in ONNX Runtime, quantized by ONNX Runtime's own int8 where
+    `quant_mode` is one of ORT_QUANTIZERS (one export can serve every mode)."""
     if quant_mode in ORT_QUANTIZERS:
         model_bytes = quantize_onnx(model_bytes, quant_mode, calibration)
     return OrtModule(model_bytes, threads, quant_mode)
@@ -489,12 +496,10 @@ class Runtime(Dimension):
                     runner = to_torchscript(model, ctx.example)
                     variants = ""
                 else:
-                    # One export, quantized per int8 mode: what to_onnxruntime does for each
-                    # trial, without exporting the same model once per mode.
-                    model_bytes = export_onnx(model, ctx.example, config.opset)
-                    runner = OrtModule(model_bytes)
+                    model_bytes = export_onnx(model, ctx.example, config.opset)  # once, for every mode
+                    runner = onnxruntime_from_export(model_bytes)
                     for mode in modes:  # ONNX Runtime's own int8 of the same export
-                        OrtModule(quantize_onnx(model_bytes, mode, ctx.calibration()[:2]), quant_mode=mode)
+                        onnxruntime_from_export(model_bytes, quant_mode=mode, calibration=ctx.calibration()[:2])
                     variants = f" (+ int8 {', '.join(modes)})" if modes else ""
                 got = runner(ctx.example)
                 if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
