@@ -51,7 +51,7 @@ BATCH1_MODELS = {
 
 def settings(quick: bool) -> dict:
     if quick:
-        return {"epochs": 4, "repeats": 30, "batch_repeats": 10, "search_trials": 0, "rounds": 2, "peak_calls": 5}
+        return {"epochs": 2, "repeats": 30, "batch_repeats": 10, "search_trials": 0, "rounds": 2, "peak_calls": 5}
     return {"epochs": 15, "repeats": 100, "batch_repeats": 30, "search_trials": 12, "rounds": 5, "peak_calls": 20}
 
 

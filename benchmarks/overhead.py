@@ -32,7 +32,7 @@ LOG = "work.log"
 
 
 def settings(quick: bool) -> dict:
-    return {"trivial": 6, "long": 2, "seconds": 1.0} if quick else {"trivial": 100, "long": 20, "seconds": 5.0}
+    return {"trivial": 4, "long": 2, "seconds": 0.5} if quick else {"trivial": 100, "long": 20, "seconds": 5.0}
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def settings(quick: bool) -> dict:
     # tens of ms: fewer repeats there keep the full run near its time budget, and
     # --quick leaves that setup out.
     if quick:
-        return {"measurements": 10, "repeats": 50, "setups": (True,), "unisolated_repeats": 0}
+        return {"measurements": 6, "repeats": 50, "setups": (True,), "unisolated_repeats": 0}
     return {"measurements": 20, "repeats": 100, "setups": (True, False), "unisolated_repeats": 50}
 
 

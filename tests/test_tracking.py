@@ -261,6 +261,32 @@ def test_the_study_note_has_the_front_table_knee_and_export_command(tmp_path):
     assert "paretune export noted --storage sqlite:///note.db --out noted-best.toml" in note
 
 
+def test_a_search_writes_its_note_without_the_dashboard_app(tmp_path):
+    """At the end of a search the note is written by optuna-dashboard's own note code,
+    loaded without the dashboard's web app (which imports scikit-learn's forests); the
+    dashboard reads it back. A fresh interpreter, as a driver is."""
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    from tests.test_export import searched_study
+
+    url = f"sqlite:///{tmp_path / 'light.db'}"
+    searched_study(url, name="light")
+    code = (
+        "import sys, optuna\n"
+        "from search.core.storage import open_storage\n"
+        "from search.results import dashboard\n"
+        f"study = optuna.load_study(study_name='light', storage=open_storage({url!r}))\n"
+        "assert dashboard.write_note(study)\n"
+        "print(sorted(m for m in ('optuna_dashboard', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # neither the dashboard's app nor scikit-learn imported
+    study = optuna.load_study(study_name="light", storage=open_storage(url))
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    assert note.startswith("# light: the Pareto front") and "paretune export light --out light-best.toml" in note
+
+
 def test_artifacts_lie_beside_a_file_storage(tmp_path, monkeypatch):
     monkeypatch.setenv("PARETUNE_HOME", str(tmp_path / "home"))
     assert dashboard.artifact_dir(f"sqlite:///{tmp_path}/s.db") == Path(f"{tmp_path}/s.db.artifacts")
