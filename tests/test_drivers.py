@@ -29,17 +29,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.core.storage import open_storage
 from search.driver import lease
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
 from tests.raycluster import loopback_cluster
-from tests.test_faults import FAST, start_driver, wait_for
+from tests.test_faults import FAST, start_driver, storage_for, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def load(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(url))
+    return optuna.load_study(study_name=name, storage=storage_for(url))  # polled: one storage per URL
 
 
 def owned_by(trial: optuna.trial.FrozenTrial, pid: int) -> bool:
