@@ -48,7 +48,7 @@ def owned_by(trial: optuna.trial.FrozenTrial, pid: int) -> bool:
 def test_two_cli_drivers_share_one_sqlite_study(tmp_path):
     # Small CNNs: several seconds a trial, so the first driver is still at it when the
     # second (a minute's start-up on a busy machine) opens the study.
-    data = tiny_spec_dict(name="pair", budget={"trials": 8, "concurrency": 1, "epochs": 30})
+    data = tiny_spec_dict(name="pair", budget={"trials": 8, "concurrency": 1, "epochs": 20})
     data["space"]["architecture"] = {"families": ["cnn"], "width": [16, 32], "depth": [1, 2]}
     spec = write_toml(tmp_path / "pair.toml", data)
     url = f"sqlite:///{tmp_path / 'pair.db'}"
