@@ -26,6 +26,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.core import optuna_internals
 from search.core.storage import open_storage
 from search.results import dashboard, tracking
 from tests.conftest import ROOT, run_cli, tiny_spec_dict, write_toml
@@ -250,14 +251,20 @@ def test_export_and_train_log_register_and_attach(server, tmp_path):
         assert handle.read() == config.read_bytes()
 
 
-def test_the_study_note_has_the_front_table_knee_and_export_command(tmp_path):
+def stored_note(study: optuna.Study) -> str:
+    """The study's note, read as optuna-dashboard reads it."""
     from optuna_dashboard._note import get_note_from_system_attrs
 
+    attrs = optuna_internals.storage_of(study).get_study_system_attrs(optuna_internals.study_id(study))
+    return get_note_from_system_attrs(attrs, None)["body"]
+
+
+def test_the_study_note_has_the_front_table_knee_and_export_command(tmp_path):
     from tests.test_export import searched_study
 
     study, _ = searched_study(f"sqlite:///{tmp_path / 'note.db'}", name="noted")
     assert dashboard.write_note(study, " --storage sqlite:///note.db")
-    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    note = stored_note(study)
     assert note.startswith("# noted: the Pareto front")
     assert "| trial | accuracy | latency_ms | energy_mj |" in note
     assert "| **1\\*** | **0.92** |" in note  # the knee (trial 1 of VALUES), starred and bold
@@ -268,8 +275,6 @@ def test_a_search_writes_its_note_without_the_dashboard_app(tmp_path):
     """At the end of a search the note is written by optuna-dashboard's own note code,
     loaded without the dashboard's web app (which imports scikit-learn's forests); the
     dashboard reads it back. A fresh interpreter, as a driver is."""
-    from optuna_dashboard._note import get_note_from_system_attrs
-
     from tests.test_export import searched_study
 
     url = f"sqlite:///{tmp_path / 'light.db'}"
@@ -285,8 +290,7 @@ def test_a_search_writes_its_note_without_the_dashboard_app(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"  # neither the dashboard's app nor scikit-learn imported
-    study = optuna.load_study(study_name="light", storage=open_storage(url))
-    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    note = stored_note(optuna.load_study(study_name="light", storage=open_storage(url)))
     assert note.startswith("# light: the Pareto front") and "paretune export light --out light-best.toml" in note
 
 
