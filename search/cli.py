@@ -49,14 +49,14 @@ STORAGE_HELP = "Optuna storage URL: sqlite:///file.db, postgresql://..., journal
 
 def _model_words(params: dict, spec, task_kind: str) -> str:
     """A trial's model in a few words, one per dimension (`cnn/structured 0.42/static`)."""
-    from search.tasks.plugins import describe_params  # deferred: imports torch
+    from search.tasks.plugins import describe_params  # deferred: the spec model and every dimension (pydantic, 0.2 s)
 
     return describe_params(params, spec, task_kind)
 
 
 def _study_words(study, params: dict) -> str:
     """`_model_words` for a trial of a stored study."""
-    from search.results.recorded import recorded_spec, task_kind_of  # deferred: imports torch, optuna
+    from search.results.recorded import recorded_spec, task_kind_of  # deferred: imports optuna
 
     try:
         return _model_words(params, recorded_spec(study), task_kind_of(study))
@@ -66,7 +66,7 @@ def _study_words(study, params: dict) -> str:
 
 def _with_baseline(spec, path: Path):
     """The spec with `--baseline FILE`'s params as its [baseline] params."""
-    from search.core.spec import Baseline, read_toml  # deferred: imports torch
+    from search.core.spec import Baseline, read_toml  # deferred: the spec model and every dimension (pydantic, 0.2 s)
 
     data = read_toml(path)
     params = data.get("params", data)
@@ -77,7 +77,7 @@ def _with_baseline(spec, path: Path):
 
 def _load_spec(path: Path, trials: int | None, concurrency: int | None):
     """The spec with the command line's budget overrides applied."""
-    from search.core.spec import load  # deferred: imports torch
+    from search.core.spec import load  # deferred: the spec model and every dimension (pydantic, 0.2 s)
 
     spec = load(path)
     budget = spec.budget.model_copy(
@@ -89,8 +89,8 @@ def _load_spec(path: Path, trials: int | None, concurrency: int | None):
 def _study_name(spec, name: str | None, own_seed, spec_path: Path):
     """The study this launch searches: --name, else for an exported config a new one
     (its own name would resume the study it was exported from), else the spec's."""
-    from search.core.spec import from_dict, to_toml_dict  # deferred: imports torch
-    from search.driver import warmstart  # deferred: imports torch, optuna
+    from search.core.spec import from_dict, to_toml_dict  # deferred: the spec model and every dimension (pydantic, 0.2 s)
+    from search.driver import warmstart  # deferred: imports optuna
 
     if name is not None:
         return from_dict({**to_toml_dict(spec), "name": name}, source="--name")
@@ -188,7 +188,7 @@ def submit(
 ) -> None:
     """Run the search as a Ray Job on the cluster's head node; prints the job id."""
     from search.core.storage import redact  # deferred: imports optuna
-    from search.driver import jobs  # deferred: imports torch
+    from search.driver import jobs  # deferred: the spec model and every dimension (pydantic, 0.2 s)
 
     spec = _load_spec(spec_path, trials, concurrency)
     job_id = jobs.submit(spec, address, storage)
@@ -209,7 +209,7 @@ def submit(
 
 
 def _print_jobs(address: str, name: str) -> None:
-    from search.driver import jobs  # deferred: imports torch
+    from search.driver import jobs  # deferred: the spec model and every dimension (pydantic, 0.2 s)
 
     rows = jobs.jobs_for(address, name)
     if not rows:
@@ -246,7 +246,7 @@ def status(
     else:
         study = load_study(storage, name)
     from search.driver import pruned  # deferred: imports optuna
-    from search.results import pareto as fronts  # deferred: imports torch, optuna
+    from search.results import pareto as fronts  # deferred: imports optuna
 
     report = fronts.report(study)
     counts = Counter(t.state.name for t in report.trials)
@@ -331,12 +331,12 @@ def front(
 ) -> None:
     """The Pareto front (feasible COMPLETE trials only), its knee and hypervolume, the baseline, and plots."""
     from search.core.storage import load_study  # deferred: imports optuna
-    from search.results import pareto as fronts  # deferred: imports torch, optuna
-    from search.results.front_table import export_hint, print_front, print_hypervolume  # deferred: imports torch, optuna
-    from search.tasks.baseline import check_max_drop  # deferred: imports torch, optuna
+    from search.results import pareto as fronts  # deferred: imports optuna
+    from search.results.front_table import export_hint, print_front, print_hypervolume  # deferred: imports optuna
+    from search.tasks.baseline import check_max_drop  # deferred: imports optuna
 
     if plot is not None:
-        from search.results.plots import check_path  # deferred: imports torch, optuna
+        from search.results.plots import check_path  # deferred: imports optuna
 
         check_path(plot)
     given = fronts.parse_assignments(reference, "--reference") if reference is not None else None
@@ -366,7 +366,7 @@ def front(
         if report.knee is not None:
             console.print(f"next: {export_hint(name, _storage_flag(storage))}", highlight=False, soft_wrap=True)
     if plot is not None:
-        from search.results.plots import plot as draw  # deferred: imports torch, optuna
+        from search.results.plots import plot as draw  # deferred: imports optuna
 
         draw(report, plot, title=f"study {name}: {len(report.front)} on the front of {len(report.feasible)} feasible trials, "
              f"hypervolume {report.hypervolume:.4g}")
@@ -394,10 +394,10 @@ def export(
 ) -> None:
     """Write one trial of the front as a fixed config: the spec, its pinned params table, and what it measured."""
     from search.core.storage import load_study, resolve_url  # deferred: imports optuna
-    from search.results import exporter  # deferred: imports torch, optuna
-    from search.results import pareto as fronts  # deferred: imports torch, optuna
-    from search.tasks.baseline import check_max_drop  # deferred: imports torch, optuna
-    from search.tasks.baseline import find as find_baseline  # deferred: imports torch, optuna
+    from search.results import exporter  # deferred: imports optuna
+    from search.results import pareto as fronts  # deferred: imports optuna
+    from search.tasks.baseline import check_max_drop  # deferred: imports optuna
+    from search.tasks.baseline import find as find_baseline  # deferred: imports optuna
 
     out = out if out is not None else Path(f"{name}-best.toml")
     rule = fronts.Pick.parse(pick)
@@ -440,8 +440,8 @@ def _share(study, number: int, files: list[Path], storage_url: str, mlflow: Opti
     log them to the trial's MLflow run (`--mlflow`, else where the study was tracked);
     `register`: {"name", "tags"} of a Model Registry version. A tracking server that is
     down is a warning: the files are written either way."""
-    from search.results import dashboard, tracking  # deferred: imports torch, optuna
-    from search.results.recorded import recorded_spec  # deferred: imports torch, optuna
+    from search.results import dashboard, tracking  # deferred: imports optuna
+    from search.results.recorded import recorded_spec  # deferred: imports optuna
 
     where = dashboard.attach(study, number, files, storage_url)
     dashboard.write_note(study, storage_flag)
@@ -583,7 +583,7 @@ def dashboard(
 
     from search.core import optuna_internals  # deferred: imports optuna
     from search.core.storage import resolve_url  # deferred: imports optuna
-    from search.results.dashboard import artifact_store  # deferred: imports torch, optuna
+    from search.results.dashboard import artifact_store  # deferred: imports optuna
 
     store = artifact_store(resolve_url(storage))  # exported configs and trained models, attached to their trials
     study_id = optuna_internals.study_id(study)
@@ -603,7 +603,7 @@ def track(
     """Log a study's finished trials MLflow does not have yet, and its front, to MLflow (a catch-up after an outage)."""
     from search.core.storage import load_study  # deferred: imports optuna
     from search.results import tracking  # deferred: imports optuna
-    from search.results.recorded import recorded_spec  # deferred: imports torch, optuna
+    from search.results.recorded import recorded_spec  # deferred: imports optuna
 
     study = load_study(storage, name)
     uri = mlflow or study.user_attrs.get(tracking.MLFLOW_ATTR)

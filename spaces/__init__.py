@@ -9,6 +9,12 @@ Built-in, in pipeline order: architecture (or the user's own `model`), schedule,
 regularization, pruning, quantization, distillation, augmentation, runtime.
 Distillation, augmentation and runtime add no params unless their section says
 `enabled = true`.
+
+Importing this package (every dimension's config model, what reading a spec needs)
+does not import torch: a built-in dimension takes `torch`, `nn` and `F` from
+spaces._lazy, which imports them on first use, and the classes that subclass torch's
+live in their own modules (spaces._families, spaces._ort). A user's dimension imports
+torch as usual.
 """
 
 from __future__ import annotations

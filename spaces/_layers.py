@@ -3,7 +3,7 @@ with care: the output layer, whose outputs are the classes, and attention blocks
 
 from __future__ import annotations
 
-from torch import nn
+from spaces._lazy import nn
 
 
 def output_layers(model: nn.Module, n_classes: int | None = None) -> list[nn.Module]:

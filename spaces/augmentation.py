@@ -20,12 +20,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import nn
 
 from spaces._config import FloatRange, Strict, suggest_range, within
+from spaces._lazy import F, nn, torch
 from spaces.dimension import Dimension, SuggestContext, TrialContext, register
 
 

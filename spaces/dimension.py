@@ -48,7 +48,6 @@ A user dimension subclasses `Dimension` the same way and is named in a spec
 
 ```python
 from spaces import Dimension, FloatRange, Strict, suggest_range
-import torch
 
 class GradClipSpace(Strict):
     max_norm: FloatRange = FloatRange(low=0.1, high=10.0, log=True)
@@ -74,11 +73,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
-
-from objectives import accuracy
 from spaces._config import Strict
+from spaces._lazy import nn, torch
 
 STAGES = ("build", "compress", "deploy")
 
@@ -104,7 +100,7 @@ class TrainingHooks:
     measurement on the same node run undisturbed."""
 
     batch_size: int = 64
-    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    criterion: nn.Module = field(default_factory=lambda: nn.CrossEntropyLoss())
     # (model, lr_scale) -> optimizer; (optimizer, total_steps, constant) -> scheduler
     make_optimizer: Callable[[nn.Module, float], torch.optim.Optimizer] | None = None
     make_scheduler: Callable[[torch.optim.Optimizer, int, bool], Any] | None = None
@@ -143,6 +139,8 @@ class TrainingHooks:
 
     def accuracy(self, model: nn.Module, batches) -> float:
         """Top-1 accuracy of `model` on an iterable of (inputs, labels) batches."""
+        from objectives import accuracy  # deferred: objectives import torch, which a spec parse never needs
+
         return accuracy.measure(model, batches).value
 
     @contextlib.contextmanager

@@ -21,14 +21,12 @@ from __future__ import annotations
 import contextlib
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import nn
 
 from spaces import architecture
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range, within
 from spaces._layers import classifier_of
+from spaces._lazy import F, nn, torch
 from spaces.dimension import Dimension, Fact, StudyContext, SuggestContext, TrialContext, register
 
 

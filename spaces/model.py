@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
-from torch import nn
 
 from spaces._config import FloatRange, IntRange, Strict, suggest_choice, suggest_range
+from spaces._lazy import nn
 from spaces.dimension import Dimension, SuggestContext, TrialContext, register
 
 Scalar = Union[bool, int, float, str]

@@ -20,15 +20,16 @@ import copy
 import math
 from typing import Literal
 
-import torch
-import torch_pruning as tp
 from pydantic import Field, field_validator
-from torch import nn
-from torch.nn.utils import prune
 
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range
 from spaces._layers import attention_modules, infer_classes, inside_attention, output_layers
+from spaces._lazy import LazyModule, nn, torch
 from spaces.dimension import Check, Dimension, SuggestContext, TrialContext, first_line, register
+
+# imported on first use, like torch (spaces._lazy)
+tp = LazyModule("torch_pruning")
+prune = LazyModule("torch.nn.utils.prune")
 
 
 class PruningSpace(Strict):

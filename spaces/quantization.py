@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from spaces._config import Strict, choices, suggest_choice
+from spaces._lazy import LazyModule, nn, torch
 from spaces.dimension import Check, Dimension, Fact, SuggestContext, TrialContext, first_line, register
 
 
@@ -37,9 +36,10 @@ def _quiet():
         yield
 
 
-with _quiet():
-    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
+# torch's int8 entry points, imported on first use like torch (spaces._lazy): every use
+# is inside _quiet(), which then silences their import-time deprecation warnings too.
+ao = LazyModule("torch.ao.quantization")
+ao_fx = LazyModule("torch.ao.quantization.quantize_fx")
 
 
 @contextlib.contextmanager
@@ -75,17 +75,17 @@ def _engine() -> None:
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     _engine()
     with _quiet():
-        return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+        return ao.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def quantize_static(model: nn.Module, calibration: Iterable[torch.Tensor], example_input: torch.Tensor) -> nn.Module:
     _engine()
     with _quiet(), _untraced_stacks():
-        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping(BACKEND), (example_input,))
+        prepared = ao_fx.prepare_fx(model.eval(), ao.get_default_qconfig_mapping(BACKEND), (example_input,))
         with torch.inference_mode():
             for batch in calibration:
                 prepared(batch)
-        return convert_fx(prepared)
+        return ao_fx.convert_fx(prepared)
 
 
 def quantize_qat(model: nn.Module, example_input: torch.Tensor, fine_tune: Callable[[nn.Module], None]) -> nn.Module:
@@ -93,10 +93,10 @@ def quantize_qat(model: nn.Module, example_input: torch.Tensor, fine_tune: Calla
     place), then convert to a real int8 model."""
     _engine()
     with _quiet(), _untraced_stacks():
-        prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), (example_input,))
+        prepared = ao_fx.prepare_qat_fx(model.train(), ao.get_default_qat_qconfig_mapping(BACKEND), (example_input,))
     fine_tune(prepared)
     with _quiet():
-        return convert_fx(prepared.cpu().eval())  # int8 kernels are CPU kernels
+        return ao_fx.convert_fx(prepared.cpu().eval())  # int8 kernels are CPU kernels
 
 
 def is_quantized(model: nn.Module) -> bool:

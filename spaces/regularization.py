@@ -4,10 +4,8 @@ on weights, dropout (built into the architecture; a user model reads
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range
+from spaces._lazy import nn, torch
 from spaces.dimension import Dimension, SuggestContext, TrialContext, register
 
 

@@ -49,17 +49,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import nn
 
 from spaces._config import Strict, choices, suggest_choice
+from spaces._lazy import nn, torch
 from spaces.dimension import Check, Dimension, Fact, SuggestContext, TrialContext, first_line, register
 from spaces.quantization import MODES as QUANT_MODES
 from spaces.quantization import is_quantized
+
+if TYPE_CHECKING:
+    from spaces._ort import OrtModule
 
 # Searched by default: the runtimes `paretune train` ships (model.pt, model.onnx).
 DEFAULT_RUNTIMES = ["torchscript", "onnxruntime"]
@@ -270,70 +272,20 @@ def quantize_onnx(model_bytes: bytes, mode: str, calibration: Iterable[torch.Ten
         return target.read_bytes()
 
 
-class OrtModule(nn.Module):
-    """An ONNX Runtime session behind the nn.Module interface: forward takes and returns
-    torch tensors (CPU, float32), so every objective can run it like a torch model."""
+def ort_module(model_bytes: bytes, threads: int = 1, quant_mode: str = "none") -> OrtModule:
+    """An ONNX Runtime session over `model_bytes`, as a torch module."""
+    from spaces import _ort  # deferred: it subclasses nn.Module (torch)
 
-    def __init__(self, model_bytes: bytes, threads: int = 1, quant_mode: str = "none"):
-        super().__init__()
-        self.model_bytes, self.threads, self.quant_mode = model_bytes, int(threads), quant_mode
-        self._open()
+    try:
+        return _ort.OrtModule(model_bytes, threads, quant_mode)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, said in one line
+        raise RuntimeUnavailable(f"runtime onnxruntime: cannot load the exported model: {first_line(exc)}") from exc
 
-    def _open(self) -> None:
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeUnavailable(f"runtime onnxruntime: cannot load the exported model: {first_line(exc)}") from exc
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+def is_ort(runner: nn.Module) -> bool:
+    from spaces import _ort  # deferred: it subclasses nn.Module (torch)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().cpu().numpy()
-        if array.dtype != np.float32:
-            array = array.astype(np.float32)
-        return torch.from_numpy(self.session.run([self.output_name], {self.input_name: array})[0])
-
-    def size_kb(self) -> float:
-        return len(self.model_bytes) / 1024
-
-    def executed_ops(self) -> Counter:
-        """Op types of the graph the session runs: ONNX Runtime's optimized graph (QDQ
-        pairs fused into QLinearConv, QGemm, ...), read back from a second session that
-        serializes it."""
-        import onnx
-        import onnxruntime as ort
-
-        with tempfile.TemporaryDirectory(prefix="paretune-ort-") as tmp:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = 1
-            options.log_severity_level = 3  # its note that the file is hardware-specific
-            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-            ort.InferenceSession(self.model_bytes, options, providers=["CPUExecutionProvider"])
-            graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
-        return Counter(node.op_type for node in graph.node)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_bytes(self.model_bytes)
-        return path
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("session", None)  # an InferenceSession does not pickle; rebuilt on load
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._open()
+    return isinstance(runner, _ort.OrtModule)
 
 
 def to_onnxruntime(
@@ -357,7 +309,7 @@ def onnxruntime_from_export(
     `quant_mode` is one of ORT_QUANTIZERS (one export can serve every mode)."""
     if quant_mode in ORT_QUANTIZERS:
         model_bytes = quantize_onnx(model_bytes, quant_mode, calibration)
-    return OrtModule(model_bytes, threads, quant_mode)
+    return ort_module(model_bytes, threads, quant_mode)
 
 
 # --- the dimension ----------------------------------------------------------------------
@@ -520,7 +472,7 @@ class Runtime(Dimension):
         """An ONNX Runtime trial ships the very model it was measured on (`model.onnx`);
         any other trial leaves no stale `model.onnx` from an earlier run."""
         path = Path(out_dir) / ONNX_FILE
-        if not isinstance(runner, OrtModule):
+        if not is_ort(runner):
             path.unlink(missing_ok=True)
             return None
         runner.save(path)
@@ -528,7 +480,7 @@ class Runtime(Dimension):
 
     def load_shipped(self, path, fmt: str, threads: int = 1) -> tuple[nn.Module, str] | None:
         if fmt == "onnx":
-            return OrtModule(Path(path).read_bytes(), threads), "onnxruntime"
+            return ort_module(Path(path).read_bytes(), threads), "onnxruntime"
         if fmt == "torchscript":
             return torch.jit.load(str(path)), "torchscript"
         return None
@@ -564,7 +516,7 @@ def executed_ops(runner: nn.Module) -> Counter:
     """What the runtime executes, by kind: ONNX Runtime's optimized graph's op types; a
     TorchScript graph's node kinds (`quantized::conv2d`, `aten::linear`, ...), nested
     blocks included; an eager model's module types."""
-    if isinstance(runner, OrtModule):
+    if is_ort(runner):
         return runner.executed_ops()
     if isinstance(runner, torch.jit.ScriptModule):
         kinds: Counter = Counter()

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import field_validator
-from torch import nn
-from torch.optim import lr_scheduler
 
 from spaces._config import FloatRange, Strict, choices, suggest_choice, suggest_range
+from spaces._lazy import LazyModule, nn, torch
 from spaces.dimension import Dimension, SuggestContext, TrialContext, register
+
+# imported on first use, like torch (spaces._lazy)
+lr_scheduler = LazyModule("torch.optim.lr_scheduler")
 
 
 class ScheduleSpace(Strict):

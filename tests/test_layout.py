@@ -42,3 +42,22 @@ def test_each_sub_package_says_what_it_owns_and_may_import():
         init = Path(ROOT / "search" / name / "__init__.py")
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import:" in doc, f"search/{name}/__init__.py"
+
+
+def test_reading_a_spec_and_a_stored_front_needs_no_torch():
+    # What `paretune status/front/export` import, and a spec read and sampled through
+    # every dimension: torch is imported on first use only (spaces._lazy).
+    code = (
+        "import sys, optuna, spaces\n"
+        "from search.core.spec import load\n"
+        "from search.results import exporter, front_table, pareto\n"
+        "from search.tasks.plugins import suggest_params\n"
+        "spec = load('studies/digits.toml')\n"
+        "trial = optuna.create_study(directions=['maximize']).ask()\n"
+        "params = suggest_params(trial, spec, 'image')\n"
+        "print(len(params), sorted(m for m in ('torch', 'torch_pruning', 'onnx', 'sklearn') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.strip().split(" ", 1)
+    assert int(count) >= 8 and loaded == "[]", result.stdout

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
+import spaces
 from search.core import conditions
 from search.core.errors import UsageError
 from spaces._config import FloatRange, IntRange, Strict  # noqa: F401 - re-exported for specs and tests
@@ -127,8 +128,6 @@ class _SpaceBase(Strict):
 
 def _space_model() -> type[BaseModel]:
     """[space]: one section per registered dimension, from the dimension's own config."""
-    import spaces  # deferred: imports torch; `paretune --help` and spec checks stay light
-
     fields: dict[str, Any] = {d.name: (d.config, d.config()) for d in spaces.builtins()}
     fields["custom"] = (CustomDimensions, CustomDimensions())
     return create_model("Space", __base__=_SpaceBase, __module__=__name__, **fields)

@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from search.core.errors import UsageError
 from search.core.records import ENQUEUED_ATTR
 from search.core.spec import StudySpec, read_toml
+from search.tasks.plugins import suggest_params
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,6 @@ class _ServeParams(optuna.samplers.BaseSampler):
 
 def check(seed: Seed, spec: StudySpec, task_kind: str, plugins=None) -> Checked:
     """Dry-draw this spec's space with the seed's values (see the module docstring)."""
-    from search.tasks.plugins import suggest_params  # deferred: imports torch
-
     sampler = _ServeParams(seed.params)
     study = optuna.create_study(directions=spec.directions, sampler=sampler)
     trial = study.ask()

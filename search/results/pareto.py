@@ -33,6 +33,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+import spaces
 from search.core import conditions, dominance
 from search.core.conditions import Bound
 from search.core.dominance import dominates, nondominated_mask  # noqa: F401 - the front's maths, named here too
@@ -273,8 +274,6 @@ def report(
 def describer(study: optuna.Study) -> Callable[[dict], dict[str, str]] | None:
     """Per-dimension words for a trial's params, from the study's recorded spec and the
     dimension registry (the user's own dimensions, not loaded here, say nothing)."""
-    import spaces  # deferred: imports torch
-
     kind = study.user_attrs.get(TASK_KIND_ATTR) or "image"
     if kind == "table" or SPEC_ATTR not in study.user_attrs:
         return None

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+import spaces
 from search.core.errors import UsageError
 from search.core.records import OBJECTIVES_ATTR, SPEC_ATTR, TASK_KIND_ATTR
 from search.core.spec import from_dict
@@ -47,8 +48,6 @@ def param_value(params: dict, name: str) -> Any:
     """The trial's value of dimension param `name`, under whichever Optuna name it was
     drawn (a dimension may draw one choice under per-condition names, e.g.
     `quant_mode_transformer`; the registry knows them)."""
-    import spaces  # deferred: imports torch
-
     return spaces.param_value(params, name)
 
 

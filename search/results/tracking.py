@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.core.errors import UsageError
 from search.core.records import MLFLOW_ATTR  # noqa: F401 - the study attr this module's callers set and read
+from search.results import pareto as fronts
 
 ROLE_TAG = "paretune.role"  # "study" on the parent run, "trial" on a trial's run
 STUDY_TAG = "paretune.study"
@@ -245,7 +246,6 @@ class Mirror:
         from mlflow.entities import Metric
 
         from search.results import front_table, plots  # deferred: plots import matplotlib and plotly
-        from search.results import pareto as fronts  # deferred: imports torch (the front's describer)
 
         parent = self.parent_id()
         report = fronts.report(self.study)

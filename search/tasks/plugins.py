@@ -22,9 +22,8 @@ from pydantic import ValidationError
 import spaces
 from search.core.errors import UsageError
 from search.core.spec import StudySpec, TaskSource, describe_error
-from search.tasks import tabular_bench, weights
+from search.tasks import tabular_bench
 from search.tasks.references import checked_callable, load_reference, reference_of
-from search.tasks.task import Task
 
 
 @dataclass
@@ -87,6 +86,8 @@ def resolve(
         resolved.append(_dimension(load_reference(text, "space.custom.dimensions"), text, "space.custom.dimensions"))
     loaded = None
     if spec.weights is not None:
+        from search.tasks import weights  # deferred: imports torch, which reading a spec never needs
+
         loaded = weights.load(spec.weights)
     plugins = Plugins(task=task, model=model, train=train, dimensions=tuple(resolved), weights=loaded)
     check_sections(spec, plugins.dimensions, source)
@@ -95,7 +96,9 @@ def resolve(
 
 def task_from_factory(spec: StudySpec, factory: Callable | None = None):
     """`make(seed)` of the spec's task factory, checked against the Task contract."""
-    import torch  # deferred: imports torch
+    import torch  # deferred: reading a spec never needs torch
+
+    from search.tasks.task import Task  # deferred: imports torch
 
     key = "task.factory"
     text = spec.task.factory if isinstance(spec.task, TaskSource) and spec.task.factory else "task="

@@ -24,9 +24,11 @@ import math
 
 import optuna
 
+import spaces
 from search.core import optuna_internals
 from search.core.errors import UsageError
 from search.core.records import FIXED_PARAMS_ATTR, TRAINING_ATTR
+from search.tasks.plugins import dimensions
 
 KEY = "variants"  # in a Tune config: [{"params", "number"}]; in its last result: JSON of their results
 
@@ -50,9 +52,6 @@ def ask(study: optuna.Study, fixed: dict) -> optuna.Trial:
 
 def check(spec, plugins=None) -> None:
     """Before Ray starts: every dimension can differ between variants of one training."""
-    import spaces  # deferred: imports torch
-    from search.tasks.plugins import dimensions  # deferred: imports torch
-
     if spec.budget.variants_per_training <= 1:
         return
     for dimension in dimensions(plugins):
