@@ -48,6 +48,7 @@ A user dimension subclasses `Dimension` the same way and is named in a spec
 
 ```python
 from spaces import Dimension, FloatRange, Strict, suggest_range
+import torch
 
 class GradClipSpace(Strict):
     max_norm: FloatRange = FloatRange(low=0.1, high=10.0, log=True)
