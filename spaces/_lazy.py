@@ -24,9 +24,16 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__"):
+            # pickle and copy probe for hooks such as __setstate__ and __deepcopy__: the
+            # stand-in has none, and answering them must not import the module.
+            raise AttributeError(attr)
         if self._module is None:
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attr)
+
+    def __reduce__(self) -> tuple:
+        return LazyModule, (self._name,)  # pickled by name, as a module is
 
     def __repr__(self) -> str:
         return f"<{self._name}, {'loaded' if self._module is not None else 'not imported yet'}>"

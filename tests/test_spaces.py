@@ -180,3 +180,18 @@ def test_recorded_facts_read_as_metrics_and_are_stored():
     assert result["quantized"] is True and "teacher_source" not in result and result["clip_norm"] == 2.0
     stored = stored_attrs(result)
     assert stored["runtime"] == "eager" and stored["clip_norm"] == 2.0  # a user dimension's fact is kept too
+
+
+def test_a_lazy_module_imports_on_first_use_and_pickles_by_name():
+    import copy
+    import pickle
+
+    from spaces._lazy import LazyModule
+
+    lazy = LazyModule("json")  # any module will do; spaces use it for torch
+    probed = pickle.loads(pickle.dumps(copy.deepcopy(lazy)))  # pickle and copy probe dunders only
+    assert "not imported yet" in repr(probed) and "not imported yet" in repr(lazy)
+    assert lazy.dumps({"a": 1}) == '{"a": 1}' and "loaded" in repr(lazy) and "not" not in repr(lazy)
+    assert "not imported yet" in repr(pickle.loads(pickle.dumps(lazy)))  # the name travels, not the module
+    with pytest.raises(AttributeError):
+        _ = lazy.no_such_function
