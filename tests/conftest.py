@@ -12,6 +12,7 @@ without its marker fails too, at collection where pytest can see it, else at set
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -178,6 +179,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+
+def fresh_imports(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported once `code` ran (what a driver
+    or a CLI call would load); the test fails where `code` does."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _pg_bin() -> Path | None:
